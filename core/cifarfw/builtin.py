@@ -1,0 +1,56 @@
+"""The built-in plugin: the cifar10 and synthetic datasets and the default reporters."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from cifarfw.hookspecs import hookimpl
+from cifarfw.specs import DatasetSpec, ReporterSpec
+
+
+def _load_cifar10(config):  # type: ignore[no-untyped-def]
+    import os
+
+    from cifarfw.data import cifar10
+
+    checksums = config.data_checksums or os.environ.get("CIFARFW_DATA_CHECKSUMS") or None
+    return cifar10.load(config.data_dir or None, checksums, config.verify_data)
+
+
+def _load_synthetic(config):  # type: ignore[no-untyped-def]
+    from cifarfw.data import synthetic
+
+    return synthetic.load(config.dataset_options)
+
+
+def _console(run):  # type: ignore[no-untyped-def]
+    from cifarfw.report.builtin_reporters import ConsoleReporter
+
+    return ConsoleReporter(run)
+
+
+def _record(run):  # type: ignore[no-untyped-def]
+    from cifarfw.report.builtin_reporters import RecordReporter
+
+    return RecordReporter(run)
+
+
+def _tensorboard(run):  # type: ignore[no-untyped-def]
+    from cifarfw.report.builtin_reporters import TensorBoardReporter
+
+    return TensorBoardReporter(run)
+
+
+@hookimpl
+def register_datasets(register: Callable[[DatasetSpec], None]) -> None:
+    register(DatasetSpec("cifar10", _load_cifar10, "CIFAR-10, official python layout (50,000 / 10,000, 10 classes)"))
+    register(
+        DatasetSpec("synthetic", _load_synthetic, "generated 10-class 32x32 patterns, any size, for tests and demos")
+    )
+
+
+@hookimpl
+def register_reporters(register: Callable[[ReporterSpec], None]) -> None:
+    register(ReporterSpec("console", _console, "progress bar or one line per epoch"))
+    register(ReporterSpec("record", _record, "run.json and predictions.npz in the run folder"))
+    register(ReporterSpec("tensorboard", _tensorboard, "TensorBoard event files in the run folder"))

@@ -1,0 +1,72 @@
+"""Figures shared by TensorBoard and the HTML report: prediction grids, confusion matrices.
+
+matplotlib (Agg, no display) draws them; imported only when a figure is made.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+
+def _pyplot() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def prediction_grid(
+    images: np.ndarray,
+    labels: Sequence[int],
+    predictions: Sequence[int],
+    class_names: Sequence[str],
+    columns: int = 8,
+) -> Any:
+    """A grid of test images captioned ``True: cat, Pred: dog``; wrong ones in red."""
+    plt = _pyplot()
+    count = len(images)
+    rows = max(1, -(-count // columns))
+    fig, axes = plt.subplots(rows, columns, figsize=(columns * 1.6, rows * 1.8), dpi=80, squeeze=False)
+    for index, ax in enumerate(axes.flat):
+        ax.axis("off")
+        if index >= count:
+            continue
+        truth, guess = class_names[int(labels[index])], class_names[int(predictions[index])]
+        ax.imshow(images[index])
+        ax.set_title(f"True: {truth}\nPred: {guess}", fontsize=7, color="black" if truth == guess else "red")
+    fig.tight_layout()
+    return fig
+
+
+def confusion_matrix(labels: np.ndarray, predictions: np.ndarray, num_classes: int) -> np.ndarray:
+    """counts[true, predicted]."""
+    index = np.asarray(labels, dtype=np.int64) * num_classes + np.asarray(predictions, dtype=np.int64)
+    return np.bincount(index, minlength=num_classes * num_classes).reshape(num_classes, num_classes)
+
+
+def confusion_figure(matrix: np.ndarray, class_names: Sequence[str], title: str = "") -> Any:
+    """The confusion matrix as a heat map, rows normalised, counts written in the cells."""
+    plt = _pyplot()
+    totals = matrix.sum(axis=1, keepdims=True).clip(min=1)
+    fig, ax = plt.subplots(figsize=(6, 5.2), dpi=80)
+    ax.imshow(matrix / totals, cmap="Blues", vmin=0, vmax=1)
+    ticks = range(len(class_names))
+    ax.set_xticks(ticks, class_names, rotation=45, ha="right", fontsize=8)
+    ax.set_yticks(ticks, class_names, fontsize=8)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    for i in ticks:
+        for j in ticks:
+            share = matrix[i, j] / totals[i, 0]
+            ax.text(
+                j, i, str(matrix[i, j]), ha="center", va="center", fontsize=6, color="white" if share > 0.5 else "black"
+            )
+    if title:
+        ax.set_title(title)
+    fig.tight_layout()
+    return fig

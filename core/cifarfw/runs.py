@@ -1,0 +1,220 @@
+"""Run folders, run records and the Run object trainers and reporters share.
+
+A run folder ``<runs_root>/<YYYYmmdd-HHMMSS>-<model>-s<seed>[-name]-<4 hex>`` holds
+``config.toml`` (the resolved config), ``run.json`` (the public record, see
+docs/run-folder.md), TensorBoard event files, ``checkpoints/`` and ``predictions.npz``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import json
+import os
+import secrets
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from cifarfw.errors import DiskFullError, RunDirError
+
+if TYPE_CHECKING:
+    import pluggy
+
+    from cifarfw.config import RunConfig
+    from cifarfw.data import Dataset
+    from cifarfw.specs import ModelSpec, TrainerSpec
+
+SCHEMA_VERSION = 1
+RECORD = "run.json"
+LOCK = ".lock"
+
+
+def atomic_write(path: Path, data: bytes | str) -> None:
+    """Write ``data`` to ``path`` through a temporary file, fsync and rename: readers see
+    the old file or the new one, never half of one. A full disk raises DiskFullError."""
+    path = Path(path)
+    payload = data.encode("utf-8") if isinstance(data, str) else data
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(payload)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException as err:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        if isinstance(err, OSError) and err.errno == errno.ENOSPC:
+            raise DiskFullError(f"the disk is full while writing {path}; free space and resume the run") from None
+        raise
+
+
+def write_json(path: Path, obj: Any) -> None:
+    atomic_write(path, json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n")
+
+
+def _json_default(obj: Any) -> Any:
+    if hasattr(obj, "item"):  # numpy scalars
+        return obj.item()
+    if hasattr(obj, "tolist"):
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+def make_run_dir(runs_root: str | Path, model: str, seed: int, name: str = "") -> Path:
+    """Create a new, uniquely named run folder; sortable by start time."""
+    root = Path(runs_root)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        probe = root / f".write-test-{secrets.token_hex(4)}"
+        probe.touch()
+        probe.unlink()
+    except OSError as err:
+        raise RunDirError(
+            f"cannot write to runs root {root}: {err.strerror or err}; choose another with --runs-root"
+        ) from None
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    label = f"-{_slug(name)}" if name else ""
+    for _ in range(100):
+        path = root / f"{stamp}-{_slug(model)}-s{seed}{label}-{secrets.token_hex(2)}"
+        try:
+            path.mkdir()
+            return path
+        except FileExistsError:
+            continue
+    raise RunDirError(f"could not create a unique run folder under {root}")
+
+
+def _slug(text: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "-" for c in text)[:40]
+
+
+class RunLock:
+    """An exclusive lock on a run folder, held by one process; a stale lock (its process
+    is gone) is taken over."""
+
+    def __init__(self, run_dir: Path) -> None:
+        self.path = Path(run_dir) / LOCK
+        self.held = False
+
+    def acquire(self) -> None:
+        for _ in range(2):
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                pid = self._owner()
+                if pid is not None and _alive(pid):
+                    raise RunDirError(
+                        f"run folder {self.path.parent} is in use by process {pid}; wait for it or stop it"
+                    ) from None
+                self.path.unlink(missing_ok=True)  # stale: its process is gone
+                continue
+            with os.fdopen(fd, "w") as fh:
+                fh.write(f"{os.getpid()}\n")
+            self.held = True
+            return
+        raise RunDirError(f"could not lock run folder {self.path.parent}")
+
+    def _owner(self) -> int | None:
+        try:
+            return int(self.path.read_text().strip() or 0) or None
+        except (OSError, ValueError):
+            return None
+
+    def release(self) -> None:
+        if self.held:
+            self.path.unlink(missing_ok=True)
+            self.held = False
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+@dataclass
+class Run:
+    """One training run, as trainers and reporters see it.
+
+    Trainers read ``config``, ``model``, ``dataset`` and ``dir``, and report through
+    :meth:`emit`; reporters receive the events. ``record`` is the live content of
+    run.json (the record reporter writes it).
+    """
+
+    id: str
+    dir: Path
+    config: RunConfig
+    plugin: str
+    model: ModelSpec
+    dataset: Dataset
+    trainer: TrainerSpec
+    hooks: pluggy.HookRelay
+    record: dict[str, Any] = field(default_factory=dict)
+    rank: int = 0
+    world_size: int = 1
+
+    @property
+    def checkpoint_dir(self) -> Path:
+        path = self.dir / "checkpoints"
+        path.mkdir(exist_ok=True)
+        return path
+
+    @property
+    def is_main(self) -> bool:
+        """True on the process that writes files (rank 0 of a distributed run)."""
+        return self.rank == 0
+
+    def emit(self, event: str, **kwargs: Any) -> None:
+        """Send an event hook (``on_epoch_end``, ...) to every reporter, keyword arguments only."""
+        getattr(self.hooks, event)(run=self, **kwargs)
+
+
+def read_record(run_dir: Path) -> dict[str, Any]:
+    path = Path(run_dir) / RECORD
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise RunDirError(f"{run_dir} is not a run folder (no {RECORD})") from None
+    except (OSError, ValueError) as err:
+        raise RunDirError(f"cannot read {path}: {err}") from None
+
+
+def iter_runs(runs_root: str | Path) -> Iterator[tuple[Path, dict[str, Any]]]:
+    """Every readable run folder under ``runs_root``, oldest first."""
+    root = Path(runs_root)
+    if not root.is_dir():
+        return
+    for path in sorted(p for p in root.iterdir() if (p / RECORD).is_file()):
+        try:
+            yield path, read_record(path)
+        except RunDirError:
+            continue
+
+
+def find_run(runs_root: str | Path, ref: str) -> Path:
+    """A run folder by path, id, unique id prefix, or ``last``."""
+    candidate = Path(ref)
+    if (candidate / RECORD).is_file():
+        return candidate
+    runs = [path for path, _ in iter_runs(runs_root)]
+    if ref == "last":
+        if not runs:
+            raise RunDirError(f"no runs under {runs_root}")
+        return runs[-1]
+    matches = [p for p in runs if p.name == ref] or [p for p in runs if p.name.startswith(ref)]
+    if len(matches) == 1:
+        return matches[0]
+    if not matches:
+        raise RunDirError(f"no run {ref!r} under {runs_root}; `cifarfw runs` lists them")
+    raise RunDirError(f"{ref!r} matches {len(matches)} runs under {runs_root}; give more of the id")
