@@ -125,6 +125,7 @@ _FLAG_KEYS = {
     "compile": "compile",
     "channels_last": "channels_last",
     "tta": "tta",
+    "feature_cache": "feature_cache",
 }
 
 
@@ -181,6 +182,11 @@ def _run_command(host: Any) -> click.Command:
         click.Option(["--compile/--no-compile"], default=None, help="torch.compile the model (torch plugins)."),
         click.Option(["--channels-last/--no-channels-last"], default=None, help="Channels-last memory format (torch)."),
         click.Option(["--tta/--no-tta"], default=None, help="Test-time augmentation: average over flips."),
+        click.Option(
+            ["--feature-cache/--no-feature-cache"],
+            default=None,
+            help="Cache the outputs of a frozen model prefix (e.g. AlexNet's features).",
+        ),
         click.Option(["--runs-root"], metavar="DIR", help="Where run folders go (default ./runs)."),
         click.Option(["--name"], metavar="TEXT", help="A label added to the run folder's name."),
         click.Option(["--dry-run"], is_flag=True, help="Print the resolved config and exit."),
@@ -285,11 +291,13 @@ def _run(**kwargs: Any) -> None:
 # --- plugins, models, runs ---------------------------------------------------------------
 
 
-@cli.command("plugins")
+@cli.group("plugins", invoke_without_command=True)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 @click.pass_context
 def plugins_cmd(ctx: click.Context, as_json: bool) -> None:
     """List plugins: ok, failed (with the error), blocked, or known but not installed."""
+    if ctx.invoked_subcommand is not None:
+        return
     rows = _host(ctx).listing()
     if as_json:
         click.echo(json.dumps([r.as_dict() for r in rows], indent=2))
@@ -481,6 +489,17 @@ def data_download(target: str | None) -> None:
 def _table(rows: list[list[str]]) -> str:
     widths = [max(len(str(r[i])) for r in rows) for i in range(len(rows[0]))]
     return "\n".join("  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows)
+
+
+def _add_extension_commands() -> None:
+    # Commands kept in their own modules (each imports only click at module level).
+    from cifarfw import cli_authoring, cli_report
+
+    cli_report.add_commands(cli)
+    cli_authoring.add_commands(cli, plugins_cmd)
+
+
+_add_extension_commands()
 
 
 # --- entry point ---------------------------------------------------------------------------

@@ -69,6 +69,7 @@ class RunConfig:
     compile: bool = False
     deterministic: bool = False
     checkpoint: bool = True
+    feature_cache: bool = True  # compute a frozen, deterministic model prefix once and cache it
     prediction_samples: int = 32
     model_options: dict[str, Any] = field(default_factory=dict)
     reporters: list[str] = field(default_factory=list)

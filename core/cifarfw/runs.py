@@ -163,6 +163,7 @@ class Run:
     record: dict[str, Any] = field(default_factory=dict)
     rank: int = 0
     world_size: int = 1
+    resume_checkpoint: Path | None = None  # set when continuing a run: the trainer restores it
 
     @property
     def checkpoint_dir(self) -> Path:
