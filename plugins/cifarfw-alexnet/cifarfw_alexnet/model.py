@@ -1,0 +1,95 @@
+"""The study's AlexNet: torchvision's AlexNet with the classifier replaced and part of it frozen.
+
+The study kept the pretrained ``features`` and ``avgpool`` (6x6) and replaced the whole
+classifier with Dropout(0.5), Linear(9216→4096), ReLU, Dropout(0.5), Linear(4096→1024),
+ReLU, Linear(1024→10), all freshly initialised; it then trained only the last two Linear
+layers (4,205,578 parameters). The state-dict keys stay torchvision's (``features.*``,
+``classifier.*``), so torchvision checkpoints and cifarfw checkpoints both load.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import torch
+from torch import nn
+from torchvision.models import AlexNet
+
+FREEZE_POLICIES = ("study", "features", "none")
+FEATURE_DIM = 256 * 6 * 6  # what features + avgpool + flatten give for any input size
+
+
+def study_classifier(num_classes: int) -> nn.Sequential:
+    """The study's replacement classifier, layer for layer (indices 1, 4, 6 are the Linears)."""
+    return nn.Sequential(
+        nn.Dropout(0.5),
+        nn.Linear(FEATURE_DIM, 4096),
+        nn.ReLU(inplace=True),
+        nn.Dropout(0.5),
+        nn.Linear(4096, 1024),
+        nn.ReLU(inplace=True),
+        nn.Linear(1024, num_classes),
+    )
+
+
+class StudyAlexNet(AlexNet):
+    """torchvision's AlexNet with the study's classifier and a freeze policy.
+
+    ``cifarfw_split()`` is the feature-cache protocol of the torch trainer: it returns
+    ``(prefix, head)`` with ``model(x) == head(prefix(x))`` when the prefix (features,
+    avgpool, flatten) is frozen, else ``None``.
+    """
+
+    def __init__(self, num_classes: int = 10, freeze: str = "study") -> None:
+        super().__init__()
+        self.classifier = study_classifier(num_classes)
+        self.freeze = freeze
+        apply_freeze(self, freeze)
+
+    def cifarfw_split(self) -> tuple[nn.Module, nn.Module] | None:
+        prefix = nn.Sequential(self.features, self.avgpool, nn.Flatten(1))
+        # Only a fully frozen prefix may be cached: its outputs must not change during training.
+        # (It has no dropout or batch norm, so in eval mode it is deterministic.)
+        if any(p.requires_grad for p in prefix.parameters()):
+            return None
+        # The classifier starts with Dropout, random in training, so the cache stops before it.
+        return prefix, self.classifier
+
+
+def trainable_layers(model: StudyAlexNet, policy: str) -> Iterator[nn.Module]:
+    """The modules a freeze policy leaves trainable."""
+    if policy == "study":  # the last two Linear layers: 4096→1024 and 1024→classes
+        yield model.classifier[4]
+        yield model.classifier[6]
+    elif policy == "features":  # the whole classifier
+        yield model.classifier
+    elif policy == "none":
+        yield model
+    else:
+        raise ValueError(f"unknown freeze policy {policy!r}; expected one of {', '.join(FREEZE_POLICIES)}")
+
+
+def apply_freeze(model: StudyAlexNet, policy: str) -> None:
+    """Set ``requires_grad`` so that exactly the policy's layers train."""
+    layers = list(trainable_layers(model, policy))
+    model.requires_grad_(False)
+    for layer in layers:
+        layer.requires_grad_(True)
+    model.freeze = policy
+
+
+def count_parameters(model: nn.Module) -> dict[str, int]:
+    """``{"total": n, "trainable": m}`` counted from the model itself."""
+    total = sum(p.numel() for p in model.parameters())
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return {"total": total, "trainable": trainable}
+
+
+def build(num_classes: int, options: dict) -> StudyAlexNet:
+    """The factory behind ModelSpec ``alexnet``: options ``weights`` and ``freeze``."""
+    from cifarfw_alexnet.weights import load_backbone
+
+    with torch.no_grad():
+        model = StudyAlexNet(num_classes, freeze=options.get("freeze") or "study")
+    load_backbone(model, options.get("weights") or "imagenet")
+    return model
