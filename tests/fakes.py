@@ -107,3 +107,6 @@ class FakeModelPlugin:
                 description="softmax regression on 8x8 pixels",
             )
         )
+
+
+FAKE_PLUGIN = FakeModelPlugin()

@@ -180,15 +180,16 @@ class PluginHost:
             ("register_trainers", lambda s: self._check(s, TrainerSpec, "trainer", self.trainers)),
             ("register_reporters", lambda s: self._check(s, ReporterSpec, "reporter", self.reporters)),
         ]
+        added: dict[str, list[tuple[str, str, dict]]] = {}  # plugin -> what it registered
         for hook_name, check in kinds:
             for impl in getattr(self.pm.hook, hook_name).get_hookimpls():
                 plugin_name = impl.plugin_name
                 info = self.plugins.get(plugin_name)
                 if info is None or info.status != "ok":
                     continue
-                added: list[tuple[str, str, dict]] = []
+                mine = added.setdefault(plugin_name, [])
 
-                def register(spec: Any, _check=check, _added=added, _plugin=plugin_name) -> None:
+                def register(spec: Any, _check=check, _mine=mine, _plugin=plugin_name) -> None:
                     kind, key, table = _check(spec)
                     owner = self._owner.get((kind, key))
                     if owner is not None:
@@ -197,21 +198,24 @@ class PluginHost:
                         )
                     table[key] = spec
                     self._owner[(kind, key)] = _plugin
-                    _added.append((kind, key, table))
+                    _mine.append((kind, key, table))
 
                 try:
                     impl.function(**{arg: register for arg in impl.argnames})
                 except Exception as err:
-                    for kind, key, table in added:  # drop what the broken plugin half-registered
+                    # Drop everything the broken plugin registered, in every hook so far.
+                    for kind, key, table in mine:
                         table.pop(key, None)
                         self._owner.pop((kind, key), None)
+                    mine.clear()
                     self._fail(plugin_name, info.distribution, info.version, _message(err), err)
                     self.pm.unregister(name=plugin_name)
-                    continue
-                for kind, key, _ in added:
-                    info.registered.append(f"{kind}:{key}")
-                    if kind == "model":
-                        self._model_plugin[key] = plugin_name
+        for plugin_name, mine in added.items():
+            info = self.plugins[plugin_name]
+            for kind, key, _ in mine:
+                info.registered.append(f"{kind}:{key}")
+                if kind == "model":
+                    self._model_plugin[key] = plugin_name
         self._collected = True
 
     def _check(self, spec: Any, cls: type, kind: str, table: dict) -> tuple[str, str, dict]:

@@ -54,6 +54,7 @@ _ALLOWED_GLOBALS = {
     ("numpy._core.multiarray", "_reconstruct"),
     ("numpy", "ndarray"),
     ("numpy", "dtype"),
+    ("_codecs", "encode"),  # how Python 3 pickles bytes at protocol 2
 }
 
 
@@ -193,6 +194,7 @@ def verify(folder: Path, checksums: str | None, verify_data: bool) -> str:
 def download(target: Path | None = None) -> Path:
     """Download and extract the official archive (progress bar, MD5 checked) into ``target``."""
     import pooch  # a well-kept downloader: hashes, progress bars, retries, atomic writes
+    import requests
 
     target = Path(target or cache_dir())
     try:
@@ -205,13 +207,13 @@ def download(target: Path | None = None) -> Path:
             progressbar=True,
             processor=pooch.Untar(extract_dir="."),
         )
+    except requests.RequestException as err:  # connection and HTTP errors (before OSError: a subclass)
+        hint = SUPPLY_HINT.format(cache=target)
+        raise DataError(f"could not download CIFAR-10 ({type(err).__name__}); offline? {hint}") from None
     except OSError as err:
         raise DataError(f"cannot write the download into {target}: {err.strerror or err}") from None
     except ValueError as err:  # pooch's hash mismatch
         raise DataError(f"the downloaded archive failed its MD5 check ({err}); try again") from None
-    except Exception as err:  # requests' connection errors and HTTP errors
-        hint = SUPPLY_HINT.format(cache=target)
-        raise DataError(f"could not download CIFAR-10 ({type(err).__name__}); offline? {hint}") from None
     folder = locate(target)
     if folder is None:
         raise DataError(f"the archive extracted into {target} holds no {FOLDER}; remove {target} and try again")

@@ -1,0 +1,80 @@
+"""Shared fixtures: an isolated plugin world, the CLI in-process, the study's data if present."""
+
+from __future__ import annotations
+
+import importlib.metadata as md
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+TESTS = Path(__file__).parent
+ROOT = TESTS.parent
+sys.path.insert(0, str(TESTS))  # tests import fakes.py and fixture plugins by name
+
+SHARED_DATA = ROOT.parent / "shared" / "data"
+
+
+def shared_data_dir() -> Path | None:
+    """The study's CIFAR-10 copy (../shared/data or CIFARFW_DATA_DIR), or None."""
+    env = os.environ.get("CIFARFW_DATA_DIR")
+    for candidate in (Path(env) if env else None, SHARED_DATA):
+        if candidate is not None and (candidate / "cifar-10-batches-py" / "data_batch_1").exists():
+            return candidate
+    return None
+
+
+@pytest.fixture
+def entry_points(monkeypatch):
+    """Replace the installed `cifarfw` entry points with the ones a test names:
+    ``entry_points(("fake", "fakes:FAKE_PLUGIN"), ...)``."""
+
+    def install(*pairs: tuple[str, str]) -> None:
+        eps = md.EntryPoints(md.EntryPoint(name, value, "cifarfw") for name, value in pairs)
+        monkeypatch.setattr("cifarfw.plugins.metadata.entry_points", lambda group=None: eps)
+
+    return install
+
+
+@pytest.fixture
+def clean_env(monkeypatch, tmp_path):
+    """No plugin-selection or data variables from the caller's environment; cache in tmp."""
+    for var in (
+        "CIFARFW_PLUGINS",
+        "CIFARFW_DISABLE_PLUGINS",
+        "CIFARFW_STRICT_PLUGINS",
+        "CIFARFW_DATA_DIR",
+        "CIFARFW_DATA_CHECKSUMS",
+    ):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("CIFARFW_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.chdir(tmp_path)
+
+
+@pytest.fixture
+def cli(capsys, clean_env):
+    """Run the CLI in-process: ``code, out, err = cli("run", "--plugin", ...)``."""
+    from cifarfw.cli import main
+
+    def invoke(*args: str) -> tuple[int, str, str]:
+        try:
+            main(list(args))
+            code = 0
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        captured = capsys.readouterr()
+        return code, captured.out, captured.err
+
+    return invoke
+
+
+def assert_one_line_error(code: int, err: str, *fragments: str) -> None:
+    """A user error: non-zero exit, exactly one line on stderr starting 'Error:', no traceback."""
+    lines = [line for line in err.splitlines() if line.strip() and not line.startswith("warning:")]
+    assert code != 0, err
+    assert "Traceback" not in err
+    assert len(lines) == 1, err
+    assert lines[0].startswith("Error: "), err
+    for fragment in fragments:
+        assert fragment in lines[0], (fragment, lines[0])

@@ -1,0 +1,1 @@
+"""Plugin modules for the plugin-host tests (loaded through fake entry points)."""

@@ -1,0 +1,3 @@
+"""A plugin whose import fails, as a broken third-party plugin would."""
+
+raise RuntimeError("this plugin is broken on purpose")
