@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import http.client
 import re
+import socket
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ from torch import nn
 
 from cifarfw.errors import WeightsError
 
+DOWNLOAD_TIMEOUT_S = 60.0  # seconds without data before a download is given up
 SOURCES_HELP = "--weights takes imagenet, none or the path of an AlexNet state dict"
 # torchvision's ImageNet classifier (9216→4096→4096→1000): the study replaces it, so a file
 # carrying exactly these shapes has its classifier ignored and only its features loaded.
@@ -62,10 +64,13 @@ def read_state_dict_file(path: str | Path) -> Mapping[str, torch.Tensor]:
         raise WeightsError(f"weights file {path} does not exist; {SOURCES_HELP}")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # truncated zip, garbage bytes, pickled code refused by weights_only, ...
+    except OSError as err:
+        raise WeightsError(f"cannot read weights file {path}: {err.strerror or err}") from None
+    except Exception as err:  # truncated zip, garbage bytes, pickled objects refused by weights_only, ...
+        # torch's own message is long and may suggest weights_only=False, which is unsafe here.
         raise WeightsError(
             f"cannot read weights file {path}: it is truncated, tampered or not a torch state dict "
-            f"({type(err).__name__}: {_one_line(err)})"
+            f"({type(err).__name__} from torch.load(weights_only=True))"
         ) from None
     # A training checkpoint may wrap the state dict; take the model's part.
     if isinstance(state, Mapping):
@@ -98,6 +103,8 @@ def imagenet_state_dict() -> tuple[Mapping[str, torch.Tensor], Path]:
     if cached.exists():
         _check_hash_prefix(cached)
         return read_state_dict_file(cached), cached
+    previous_timeout = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(DOWNLOAD_TIMEOUT_S)  # torch.hub's urlopen has none: a dropped route would hang
     try:
         # torchvision's own loader: downloads to a temporary file, checks the hash, then moves it.
         state = weights.get_state_dict(progress=True, check_hash=True, weights_only=True)
@@ -112,6 +119,8 @@ def imagenet_state_dict() -> tuple[Mapping[str, torch.Tensor], Path]:
             f"the downloaded ImageNet AlexNet weights {cached} were refused ({_one_line(err)}); "
             f"run again to retry the download, or pass --weights PATH"
         ) from None
+    finally:
+        socket.setdefaulttimeout(previous_timeout)
     return state, cached
 
 
