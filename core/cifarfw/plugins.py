@@ -154,6 +154,16 @@ class PluginHost:
         if name in self.disabled:
             self.plugins[name] = PluginInfo(name, "blocked", distribution, version)
             return
+        # A plugin may declare the hook API it was written for; a newer one than ours may
+        # name hooks or arguments this core never passes (docs/hooks.md#versions).
+        wanted = getattr(plugin, "CIFARFW_HOOK_API", None)
+        if isinstance(wanted, int) and wanted > hookspecs.HOOK_API_VERSION:
+            message = (
+                f"written for cifarfw hook API {wanted}, this cifarfw has hook API {hookspecs.HOOK_API_VERSION}; "
+                "upgrade cifarfw"
+            )
+            self._fail(name, distribution, version, message, PluginError(message))
+            return
         try:
             self.pm.register(plugin, name=name)
         except Exception as err:  # pluggy validates hook signatures here
