@@ -283,6 +283,10 @@ def _run(**kwargs: Any) -> None:
                 failures.append((plugin, err))
                 if err.exit_code >= 128:  # interrupted: stop the whole sequence
                     raise
+    if run_dirs and (len(plugins) > 1 or len(run_dirs) > 1):
+        from cifarfw.cli_report import print_run_comparison
+
+        print_run_comparison(run_dirs)  # several plugins or seeds: end with their comparison table
     if failures:
         first = failures[0][1]
         raise type(first)(f"{len(failures)} of the runs failed (first: {failures[0][0]}: {first})")

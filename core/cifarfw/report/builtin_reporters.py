@@ -148,13 +148,25 @@ class RecordReporter:
 
 class TensorBoardReporter:
     """Writes the shared tags (``loss/train``, ``accuracy/test``, ...), the config as text,
-    the model summary and graph, sample predictions and the confusion matrix."""
+    the model summary and graph, sample predictions and the confusion matrix, and the
+    HParams plugin's session start/end; keeps the runs root's HParams experiment current."""
 
     def __init__(self, run: Run) -> None:
         from cifarfw.report.tbwriter import EventWriter
 
         self.run = run
         self.writer = EventWriter(run.dir)
+        self.session_started = False
+
+    def _start_session(self, run: Run) -> None:
+        """The session's hparams, once: after the model is built, when the trainer has
+        resolved the precision (else at the end, for a run that failed before)."""
+        if self.session_started:
+            return
+        from cifarfw.report import hparams
+
+        self.writer.summary_value(hparams.session_start(run.record))
+        self.session_started = True
 
     @hookimpl
     def on_run_start(self, run: Run) -> None:
@@ -162,6 +174,17 @@ class TensorBoardReporter:
 
         self.writer.text("config", "```\n" + to_toml(run.config) + "\n```")
         self.writer.flush()
+        if run.is_main:
+            self._refresh_experiment(run)
+
+    def _refresh_experiment(self, run: Run) -> None:
+        from cifarfw.errors import CifarfwError
+        from cifarfw.report import hparams
+
+        try:
+            hparams.write_experiment(run.dir.parent, extra=[hparams.hparams_of(run.record)])
+        except (OSError, CifarfwError) as err:  # the HParams table is a convenience: never fail the run for it
+            print(f"warning: could not update the HParams experiment in {run.dir.parent}: {err}", file=sys.stderr)
 
     @hookimpl
     def on_model_built(self, run: Run, summary: str, graph: Any) -> None:
@@ -169,6 +192,7 @@ class TensorBoardReporter:
             self.writer.text("model", "```\n" + summary + "\n```")
         if graph is not None:
             self.writer.graph(graph)
+        self._start_session(run)
         self.writer.flush()
 
     @hookimpl
@@ -198,4 +222,10 @@ class TensorBoardReporter:
 
     @hookimpl
     def on_run_end(self, run: Run, status: str) -> None:
+        from cifarfw.report import hparams
+
+        self._start_session(run)
+        end = hparams.session_end(status)
+        if end is not None:
+            self.writer.summary_value(end)
         self.writer.close()

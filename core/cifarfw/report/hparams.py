@@ -1,0 +1,177 @@
+"""TensorBoard's HParams plugin data, written without TensorFlow.
+
+Each run's event file gets a ``session_start_info`` (its hyperparameters) and, when it
+ends, a ``session_end_info`` (its status). The runs root gets one *experiment* summary
+naming every hyperparameter seen and the four shared metrics, so torch, keras and any
+other framework's runs appear in one HParams table under the same metric names.
+
+The protos are built from tensorboard's ``plugin_data_pb2`` / ``api_pb2`` and
+``metadata.create_summary_metadata``; ``tensorboard.plugins.hparams.summary`` is not
+used because it imports TensorFlow.
+
+TensorBoard keeps the first metadata it reads for a tag, so a live TensorBoard shows
+a refreshed experiment only after a reload of the page's data (restart, or a new run of
+``cifarfw tensorboard``); the per-run sessions appear as runs are written.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import time
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from google.protobuf import struct_pb2
+from tensorboard.compat.proto import event_pb2, summary_pb2
+from tensorboard.plugins.hparams import api_pb2, metadata, plugin_data_pb2
+from tensorboard.summary.writer.record_writer import RecordWriter
+
+from cifarfw.report import METRIC_TAGS
+
+# The shared metrics every session reports (tags written by TensorBoardReporter).
+METRICS: tuple[tuple[str, str, int], ...] = (
+    (METRIC_TAGS["test_acc"], "test accuracy", api_pb2.DATASET_VALIDATION),
+    (METRIC_TAGS["train_acc"], "training accuracy", api_pb2.DATASET_TRAINING),
+    (METRIC_TAGS["test_loss"], "test loss", api_pb2.DATASET_VALIDATION),
+    (METRIC_TAGS["train_loss"], "training loss", api_pb2.DATASET_TRAINING),
+)
+EXPERIMENT_FILE_TAG = "cifarfw-hparams"  # part of the experiment event file's name
+
+# Run status -> the HParams session status. "interrupted" writes no end, so a resumed run
+# can still end as a success (TensorBoard keeps the first end it reads).
+_END_STATUS = {
+    "finished": api_pb2.STATUS_SUCCESS,
+    "failed": api_pb2.STATUS_FAILURE,
+    "nan": api_pb2.STATUS_FAILURE,
+}
+
+
+def augmentation_summary(augment: Mapping[str, Any] | None) -> str:
+    """``{"crop_padding": 4, "flip": True, "brightness": 0.2}`` -> ``crop (pad 4), flip, brightness 20%``."""
+    if not augment:
+        return "none"
+    parts = []
+    if augment.get("crop_padding"):
+        parts.append(f"crop (pad {augment['crop_padding']})")
+    if augment.get("flip"):
+        parts.append("flip")
+    if augment.get("brightness"):
+        parts.append(f"brightness {100 * float(augment['brightness']):g}%")
+    return ", ".join(parts) or "none"
+
+
+def hparams_of(record: Mapping[str, Any]) -> dict[str, str | float | bool]:
+    """A run's hyperparameters, from its run record (run.json or the live ``run.record``)."""
+    config = record.get("config") or {}
+    resolved = record.get("resolved") or {}
+    dataset = record.get("dataset")
+    values: dict[str, Any] = {
+        "plugin": record.get("plugin") or config.get("plugin"),
+        "model": record.get("model") or config.get("model"),
+        "framework": record.get("framework"),
+        "recipe": record.get("recipe") or config.get("recipe"),
+        "dataset": dataset.get("name") if isinstance(dataset, Mapping) else dataset or config.get("dataset"),
+        "optimizer": config.get("optimizer"),
+        "lr": config.get("lr"),
+        "batch_size": config.get("batch_size"),
+        "epochs": config.get("epochs"),
+        "precision": resolved.get("precision") or config.get("precision"),
+        "augmentation": augmentation_summary(config.get("augment")),
+        "seed": record.get("seed", config.get("seed")),
+    }
+    for name, value in (config.get("model_options") or {}).items():
+        values[f"option.{name}"] = value
+    return {k: v for k, v in values.items() if v is not None and v != ""}
+
+
+def _value(value: Any) -> struct_pb2.Value:
+    if isinstance(value, bool):
+        return struct_pb2.Value(bool_value=value)
+    if isinstance(value, int | float):
+        return struct_pb2.Value(number_value=float(value))
+    return struct_pb2.Value(string_value=str(value))
+
+
+def _data_type(value: Any) -> int:
+    if isinstance(value, bool):
+        return api_pb2.DATA_TYPE_BOOL
+    if isinstance(value, int | float):
+        return api_pb2.DATA_TYPE_FLOAT64
+    return api_pb2.DATA_TYPE_STRING
+
+
+def _summary_value(tag: str, data: plugin_data_pb2.HParamsPluginData) -> summary_pb2.Summary.Value:
+    return summary_pb2.Summary.Value(
+        tag=tag, metadata=metadata.create_summary_metadata(data), tensor=metadata.NULL_TENSOR
+    )
+
+
+def session_start(record: Mapping[str, Any], start_time: float | None = None) -> summary_pb2.Summary.Value:
+    """The ``_hparams_/session_start_info`` summary of one run."""
+    info = plugin_data_pb2.SessionStartInfo(start_time_secs=start_time if start_time is not None else time.time())
+    for name, value in hparams_of(record).items():
+        info.hparams[name].CopyFrom(_value(value))
+    return _summary_value(metadata.SESSION_START_INFO_TAG, plugin_data_pb2.HParamsPluginData(session_start_info=info))
+
+
+def session_end(status: str, end_time: float | None = None) -> summary_pb2.Summary.Value | None:
+    """The ``_hparams_/session_end_info`` summary for a run ``status``; None when the run
+    may still continue (interrupted, running)."""
+    if status not in _END_STATUS:
+        return None
+    info = plugin_data_pb2.SessionEndInfo(
+        status=_END_STATUS[status], end_time_secs=end_time if end_time is not None else time.time()
+    )
+    return _summary_value(metadata.SESSION_END_INFO_TAG, plugin_data_pb2.HParamsPluginData(session_end_info=info))
+
+
+def experiment(runs_hparams: Iterable[Mapping[str, Any]]) -> api_pb2.Experiment:
+    """The experiment: every hyperparameter seen (typed; a name seen with several types is a
+    string) and the four shared metrics. No domains, so it stays valid as runs are added."""
+    types: dict[str, int] = {}
+    for hparams in runs_hparams:
+        for name, value in hparams.items():
+            kind = _data_type(value)
+            types[name] = kind if types.get(name, kind) == kind else api_pb2.DATA_TYPE_STRING
+    exp = api_pb2.Experiment(name="cifarfw", description="cifarfw runs under this runs root")
+    for name in sorted(types):
+        exp.hparam_infos.add(name=name, type=types[name])
+    for tag, display, dataset_type in METRICS:
+        exp.metric_infos.add(
+            name=api_pb2.MetricName(group="", tag=tag), display_name=display, dataset_type=dataset_type
+        )
+    return exp
+
+
+def write_experiment(runs_root: str | Path, extra: Iterable[Mapping[str, Any]] = ()) -> Path:
+    """Write (or keep, when unchanged) the experiment summary at the top of ``runs_root``,
+    from every run record there plus ``extra`` hparams (a run whose record is not yet on disk).
+    Returns the event file's path."""
+    from cifarfw.runs import atomic_write, iter_runs
+
+    root = Path(runs_root)
+    everything = [hparams_of(record) for _, record in iter_runs(root)] + list(extra)
+    data = plugin_data_pb2.HParamsPluginData(experiment=experiment(everything))
+    event = event_pb2.Event(wall_time=0.0, step=0)
+    event.summary.value.append(_summary_value(metadata.EXPERIMENT_TAG, data))
+    payload = event.SerializeToString()
+    digest = hashlib.sha1(payload).hexdigest()[:12]
+    existing = sorted(root.glob(f"events.out.tfevents.*.{EXPERIMENT_FILE_TAG}.*"))
+    for path in existing:
+        if path.name.endswith(f".{digest}"):
+            return path
+    buffer = io.BytesIO()
+    records = RecordWriter(buffer)
+    records.write(event_pb2.Event(wall_time=time.time(), file_version="brain.Event:2").SerializeToString())
+    records.write(payload)
+    # A later name than the old file's, so a live TensorBoard reads the new one after it.
+    path = root / f"events.out.tfevents.{int(time.time()):010d}.{EXPERIMENT_FILE_TAG}.{digest}"
+    atomic_write(path, buffer.getvalue())
+    for old in existing:
+        if old != path:
+            with contextlib.suppress(OSError):
+                old.unlink()
+    return path
