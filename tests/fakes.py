@@ -6,11 +6,13 @@ tests need neither torch nor TensorFlow.
 
 from __future__ import annotations
 
+import io
 import time
 
 import numpy as np
 
 from cifarfw import hookimpl
+from cifarfw.runs import atomic_write
 from cifarfw.specs import ModelSpec, Option, RunResult, TrainerSpec
 
 
@@ -39,22 +41,29 @@ def _loss_acc(model: SoftmaxModel, x: np.ndarray, y: np.ndarray) -> tuple[float,
 
 
 class NumpyTrainer:
+    """Trains with plain SGD; checkpoints each epoch (npz) and resumes bit-identically:
+    each epoch's shuffle comes from (seed, epoch), never from leftover global state."""
+
     def fit(self, run):  # type: ignore[no-untyped-def]
         cfg, spec, ds = run.config, run.model, run.dataset
         model = spec.factory(num_classes=ds.num_classes, options=cfg.model_options)
-        rng = np.random.default_rng(cfg.seed)
         xtr, ytr = _features(ds.train.images, spec.mean, spec.std), ds.train.labels
         xte, yte = _features(ds.test.images, spec.mean, spec.std), ds.test.labels
-        model.w = rng.normal(0, 0.01, (xtr.shape[1], ds.num_classes))
+        model.w = np.random.default_rng(cfg.seed).normal(0, 0.01, (xtr.shape[1], ds.num_classes))
+        first_epoch, train_seconds = 1, 0.0
+        if run.resume_checkpoint is not None:
+            state = np.load(run.resume_checkpoint)
+            model.w, model.b = state["w"], state["b"]
+            first_epoch, train_seconds = int(state["epoch"]) + 1, float(state["train_seconds"])
         total = model.w.size + model.b.size
         run.record["resolved"] = {"precision": "fp64", "device": "cpu"}
         run.emit(
             "on_model_built", params={"total": total, "trainable": total}, summary="softmax regression", graph=None
         )
-        train_seconds = 0.0
-        for epoch in range(1, cfg.epochs + 1):
+        metrics = {}
+        for epoch in range(first_epoch, cfg.epochs + 1):
             start = time.perf_counter()
-            order = rng.permutation(len(ytr))
+            order = np.random.default_rng((cfg.seed, epoch)).permutation(len(ytr))
             steps = max(1, len(order) // cfg.batch_size)
             for step in range(steps):
                 idx = order[step * cfg.batch_size : (step + 1) * cfg.batch_size]
@@ -79,9 +88,21 @@ class NumpyTrainer:
                 "seconds": time.perf_counter() - start,
             }
             run.emit("on_epoch_end", epoch=epoch, metrics=metrics)
+            if cfg.checkpoint:
+                path = run.checkpoint_dir / f"epoch{epoch}.npz"
+                buffer = io.BytesIO()
+                np.savez(buffer, w=model.w, b=model.b, epoch=epoch, train_seconds=train_seconds)
+                atomic_write(path, buffer.getvalue())
+                run.emit("on_checkpoint", epoch=epoch, path=str(path))  # raises when a stop was asked
+        if not metrics:  # resumed after the last epoch: report the stored state
+            test_loss, test_acc, p = _loss_acc(model, xte, yte)
+            train_loss, train_acc, _ = _loss_acc(model, xtr, ytr)
+            metrics = {"train_loss": train_loss, "train_acc": train_acc, "test_loss": test_loss,
+                       "test_acc": test_acc, "lr": cfg.lr, "seconds": 0.0}  # fmt: skip
+        _, _, p = _loss_acc(model, xte, yte)
         k = cfg.prediction_samples
         run.emit("on_predictions", epoch=cfg.epochs, labels=yte, predictions=p.argmax(1), images=ds.test.images[:k])
-        return RunResult(final=metrics, train_seconds=train_seconds)
+        return RunResult(final=metrics, train_seconds=train_seconds, extra={"weights": model.w.sum()})
 
 
 def _factory(num_classes: int, options: dict) -> SoftmaxModel:

@@ -95,7 +95,7 @@ def test_failing_trainer_marks_run_failed(host, tmp_path, monkeypatch):
     monkeypatch.setattr(fakes.NumpyTrainer, "fit", explode)
     with pytest.raises(RuntimeError, match="trainer bug"):
         run_fake(host, tmp_path)
-    (run_dir,) = (tmp_path / "runs").iterdir()
+    (run_dir,) = [p for p in (tmp_path / "runs").iterdir() if p.is_dir()]
     record = json.loads((run_dir / "run.json").read_text())
     assert record["status"] == "failed" and "trainer bug" in record["error"]
     assert not (run_dir / ".lock").exists()
@@ -106,7 +106,7 @@ def test_nan_loss_marks_run_nan(host, tmp_path):
 
     with pytest.raises(NonFiniteLossError):
         run_fake(host, tmp_path, lr=1e307)
-    (run_dir,) = (tmp_path / "runs").iterdir()
+    (run_dir,) = [p for p in (tmp_path / "runs").iterdir() if p.is_dir()]
     assert json.loads((run_dir / "run.json").read_text())["status"] == "nan"
 
 

@@ -134,7 +134,6 @@ def _run_command(host: Any) -> click.Command:
         click.Option(
             ["--plugin", "-p"],
             multiple=True,
-            required=True,
             metavar="NAME",
             help="Model plugin to run (repeat to run several in turn).",
         ),
@@ -190,6 +189,11 @@ def _run_command(host: Any) -> click.Command:
         click.Option(["--runs-root"], metavar="DIR", help="Where run folders go (default ./runs)."),
         click.Option(["--name"], metavar="TEXT", help="A label added to the run folder's name."),
         click.Option(["--dry-run"], is_flag=True, help="Print the resolved config and exit."),
+        click.Option(
+            ["--resume"],
+            metavar="RUN|last",
+            help="Continue an unfinished run (id, id prefix, folder or 'last') from its last checkpoint.",
+        ),
     ]
     # Model options declared by installed model plugins, e.g. --weights, --freeze.
     taken = {opt for p in params for opt in p.opts}
@@ -216,6 +220,11 @@ def _run(**kwargs: Any) -> None:
 
     ctx = click.get_current_context()
     host = _host(ctx)
+    if kwargs["resume"]:
+        _resume(host, kwargs)
+        return
+    if not kwargs["plugin"]:
+        raise UsageError("cifarfw run needs --plugin NAME (or --resume RUN); `cifarfw plugins` lists them")
     flags: dict[str, Any] = {}
     for arg, key in _FLAG_KEYS.items():
         if kwargs.get(arg) is not None:
@@ -290,6 +299,30 @@ def _run(**kwargs: Any) -> None:
     if failures:
         first = failures[0][1]
         raise type(first)(f"{len(failures)} of the runs failed (first: {failures[0][0]}: {first})")
+
+
+def _resume(host: Any, kwargs: dict[str, Any]) -> None:
+    """``run --resume``: the run's own config.toml, its folder, its last checkpoint."""
+    from cifarfw import config as config_mod
+    from cifarfw import runner
+
+    given = [
+        "--" + name.replace("_", "-")
+        for name, value in kwargs.items()
+        if value not in (None, (), False) and name not in ("resume", "runs_root")
+    ]
+    if given:
+        raise UsageError(f"--resume continues a run with its own config; drop {', '.join(given)}")
+    run_dir, record = runner.resume_target(kwargs["runs_root"] or "runs", kwargs["resume"])
+    layer = config_mod.load_file(run_dir / "config.toml")
+    layer = {k: v for k, v in layer.items() if k not in ("plugin", "model", "recipe", "world_size", "backend")}
+    plugin, spec = host.resolve_model(record["plugin"], record["model"])
+    config = config_mod.build([("config.toml of " + run_dir.name, layer)], spec)
+    config.plugin, config.recipe = plugin, record.get("recipe", "")
+    trainer = host.trainer_for(spec.framework)
+    if trainer.validate is not None:
+        trainer.validate(config, spec)
+    runner.execute(host, plugin, spec, config, resume_dir=run_dir)
 
 
 # --- plugins, models, runs ---------------------------------------------------------------

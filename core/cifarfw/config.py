@@ -75,6 +75,8 @@ class RunConfig:
     reporters: list[str] = field(default_factory=list)
     runs_root: str = "runs"
     name: str = ""
+    world_size: int = 1  # set by the launcher (torchrun / TF_CONFIG), not by the user
+    backend: str = ""  # the distributed backend the trainer used (gloo, nccl, ...)
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -4,22 +4,25 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import hashlib
 import json
 import os
 import platform
+import signal
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 from cifarfw import __version__
 from cifarfw import config as config_mod
-from cifarfw.errors import CifarfwError, NonFiniteLossError, RunInterrupted, UsageError
+from cifarfw.errors import CifarfwError, DiskFullError, NonFiniteLossError, RunDirError, RunInterrupted, UsageError
 from cifarfw.plugins import PluginHost
-from cifarfw.runs import SCHEMA_VERSION, Run, RunLock, atomic_write, make_run_dir
+from cifarfw.runs import SCHEMA_VERSION, Run, RunLock, atomic_write, find_run, make_run_dir, read_record
 from cifarfw.specs import ModelSpec
 
 
@@ -105,25 +108,58 @@ def _versions(plugin_dist: str) -> dict[str, str]:
     return versions
 
 
-def execute(host: PluginHost, plugin: str, model: ModelSpec, config: config_mod.RunConfig) -> Path:
-    """Train one resolved config; return its run folder. Raises CifarfwError on failure."""
+def world_from_env() -> tuple[int, int, int]:
+    """(rank, world size, local rank) from the launcher's environment (torchrun sets these)."""
+    try:
+        rank = int(os.environ.get("RANK", "0"))
+        world = int(os.environ.get("WORLD_SIZE", "1"))
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+    except ValueError as err:
+        raise UsageError(f"RANK / WORLD_SIZE / LOCAL_RANK must be integers: {err}") from None
+    return rank, world, local
+
+
+def execute(
+    host: PluginHost,
+    plugin: str,
+    model: ModelSpec,
+    config: config_mod.RunConfig,
+    resume_dir: Path | None = None,
+) -> Path:
+    """Train one resolved config; return its run folder. Raises CifarfwError on failure.
+
+    With ``resume_dir``, continue that run in its own folder from its last checkpoint.
+    In a distributed run only rank 0 writes the run folder; other ranks get a scratch folder.
+    """
     trainer_spec = host.trainer_for(model.framework)
+    rank, world_size, local_rank = world_from_env()
     dataset = host.dataset(config.dataset).loader(config).limited(config.train_limit, config.test_limit)
     verified = dataset.info.get("verified")
-    if verified == "unverified":
+    if rank == 0 and verified == "unverified":
         warn(
             f"using {dataset.name} from {dataset.info.get('source')} without checking its checksums (--no-verify-data)"
         )
-    elif isinstance(verified, str) and verified.startswith("checksums:"):
+    elif rank == 0 and isinstance(verified, str) and verified.startswith("checksums:"):
         warn(f"{dataset.name} is not the official copy; accepted against {verified.split(':', 1)[1]}")
 
-    run_dir = make_run_dir(config.runs_root, model.name, config.seed, config.name)
-    lock = RunLock(run_dir)
-    lock.acquire()
-    atomic_write(run_dir / "config.toml", config_mod.to_toml(config))
+    config.world_size = world_size
+    if rank != 0:
+        import tempfile
+
+        run_dir = Path(tempfile.mkdtemp(prefix=f"cifarfw-rank{rank}-"))
+        lock = None
+    elif resume_dir is not None:
+        run_dir = resume_dir
+        lock = RunLock(run_dir)
+        lock.acquire()
+    else:
+        run_dir = make_run_dir(config.runs_root, model.name, config.seed, config.name)
+        lock = RunLock(run_dir)
+        lock.acquire()
+        atomic_write(run_dir / "config.toml", config_mod.to_toml(config))
     info = host.plugins.get(plugin)
     run = Run(
-        id=run_dir.name,
+        id=resume_dir.name if resume_dir is not None else run_dir.name,
         dir=run_dir,
         config=config,
         plugin=plugin,
@@ -131,8 +167,11 @@ def execute(host: PluginHost, plugin: str, model: ModelSpec, config: config_mod.
         dataset=dataset,
         trainer=trainer_spec,
         hooks=host.pm.hook,
+        rank=rank,
+        world_size=world_size,
+        local_rank=local_rank,
     )
-    run.record = {
+    record = {
         "schema_version": SCHEMA_VERSION,
         "id": run.id,
         "status": "running",
@@ -153,36 +192,97 @@ def execute(host: PluginHost, plugin: str, model: ModelSpec, config: config_mod.
         "epochs": [],
         "final": None,
     }
+    if resume_dir is not None and rank == 0:
+        previous = read_record(resume_dir)
+        checkpoint = (previous.get("checkpoint") or {}).get("path")
+        record.update({k: previous[k] for k in ("started_at", "epochs", "params") if k in previous})
+        record["resumed"] = [*previous.get("resumed", []), time.strftime("%Y-%m-%dT%H:%M:%S%z")]
+        done = (previous.get("checkpoint") or {}).get("epoch", 0)
+        record["epochs"] = [e for e in record["epochs"] if e.get("epoch", 0) <= done]
+        run.resume_checkpoint = Path(checkpoint) if checkpoint else None
+        run.resumed_from_epoch = done
+    elif resume_dir is not None:
+        checkpoint = (read_record(resume_dir).get("checkpoint") or {}).get("path")
+        run.resume_checkpoint = Path(checkpoint) if checkpoint else None
+    run.record = record
     names = [name for name, spec in host.reporters.items() if spec.default or name in config.reporters]
     reporters = []
     try:
-        for name in names:
-            reporter = host.reporters[name].factory(run)
-            host.pm.register(reporter, name=f"reporter:{name}:{run.id}")
-            reporters.append(reporter)
-        status, result, error = "failed", None, None
-        try:
-            run.emit("on_run_start")
-            trainer = trainer_spec.factory()
-            result = trainer.fit(run)
-            status = "finished"
-        except NonFiniteLossError as err:
-            status, error = "nan", err
-        except RunInterrupted as err:
-            status, error = "interrupted", err
-        except KeyboardInterrupt:
-            status, error = "interrupted", RunInterrupted("interrupted (Ctrl-C); the last checkpoint is kept", 2)
-        except BaseException as err:
-            status, error = "failed", err
-            run.record["error"] = f"{type(err).__name__}: {err}"
-        run.emit("on_run_end", status=status, result=result)
-        if error is not None:
-            raise error
+        with _stop_on_signals(run):
+            if rank == 0:  # only rank 0 reports: one console, one record, one event file
+                for name in names:
+                    reporter = host.reporters[name].factory(run)
+                    host.pm.register(reporter, name=f"reporter:{name}:{run.id}")
+                    reporters.append(reporter)
+            status, result, error = "failed", None, None
+            try:
+                run.emit("on_run_start")
+                trainer = trainer_spec.factory()
+                result = trainer.fit(run)
+                status = "finished"
+            except NonFiniteLossError as err:
+                status, error = "nan", err
+            except RunInterrupted as err:
+                status, error = "interrupted", err
+            except KeyboardInterrupt:
+                status, error = "interrupted", RunInterrupted("interrupted (Ctrl-C); resume with --resume", 2)
+            except OSError as err:
+                status, error = "failed", err
+                if err.errno == errno.ENOSPC:
+                    error = DiskFullError(
+                        f"the disk filled up during the run; free space, then `cifarfw run --resume {run.id}`"
+                    )
+                run.record["error"] = f"{type(err).__name__}: {err}"
+            except BaseException as err:
+                status, error = "failed", err
+                run.record["error"] = f"{type(err).__name__}: {err}"
+            try:
+                run.emit("on_run_end", status=status, result=result)
+            except DiskFullError as err:
+                error = error or err
+            if error is not None:
+                raise error
     finally:
         for reporter in reporters:
             host.pm.unregister(reporter)
-        lock.release()
+        if lock is not None:
+            lock.release()
     return run_dir
+
+
+@contextlib.contextmanager
+def _stop_on_signals(run: Run) -> Iterator[None]:
+    """SIGINT/SIGTERM ask the run to stop at its next safe point (after a checkpoint); a
+    second signal stops at once."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        if run.stop_requested:
+            raise KeyboardInterrupt
+        run.stop_requested = signum
+        name = signal.Signals(signum).name
+        if run.is_main:
+            warn(f"{name}: stopping after the next checkpoint (send it again to stop now)")
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def resume_target(runs_root: str, ref: str) -> tuple[Path, dict[str, Any]]:
+    """The run folder ``--resume`` names and its record; refuses finished runs."""
+    run_dir = find_run(runs_root, ref)
+    record = read_record(run_dir)
+    if record.get("status") == "finished":
+        raise UsageError(f"run {run_dir.name} already finished; start a new run instead of --resume")
+    if not (run_dir / "config.toml").is_file():
+        raise RunDirError(f"{run_dir} has no config.toml; it cannot be resumed")
+    return run_dir, record
 
 
 def seed_configs(config: config_mod.RunConfig) -> list[config_mod.RunConfig]:

@@ -12,6 +12,7 @@ import errno
 import json
 import os
 import secrets
+import signal
 import tempfile
 import time
 from collections.abc import Iterator
@@ -19,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from cifarfw.errors import DiskFullError, RunDirError
+from cifarfw.errors import DiskFullError, RunDirError, RunInterrupted
 
 if TYPE_CHECKING:
     import pluggy
@@ -163,7 +164,18 @@ class Run:
     record: dict[str, Any] = field(default_factory=dict)
     rank: int = 0
     world_size: int = 1
+    local_rank: int = 0
     resume_checkpoint: Path | None = None  # set when continuing a run: the trainer restores it
+    resumed_from_epoch: int = 0  # the last epoch the resumed run had completed
+    stop_requested: int = 0  # the signal number of a SIGINT/SIGTERM asking the run to stop
+
+    def interrupted(self) -> RunInterrupted:
+        """The error a trainer raises after writing its checkpoint when ``stop_requested``."""
+        name = signal.Signals(self.stop_requested).name if self.stop_requested else "stop"
+        return RunInterrupted(
+            f"{name}: run {self.id} stopped after its last checkpoint; continue with `cifarfw run --resume {self.id}`",
+            self.stop_requested or 2,
+        )
 
     @property
     def checkpoint_dir(self) -> Path:
@@ -177,8 +189,14 @@ class Run:
         return self.rank == 0
 
     def emit(self, event: str, **kwargs: Any) -> None:
-        """Send an event hook (``on_epoch_end``, ...) to every reporter, keyword arguments only."""
+        """Send an event hook (``on_epoch_end``, ...) to every reporter, keyword arguments only.
+
+        A complete checkpoint is a safe point: when a signal asked the run to stop,
+        ``emit("on_checkpoint", ...)`` raises :class:`RunInterrupted` after the reporters ran.
+        """
         getattr(self.hooks, event)(run=self, **kwargs)
+        if event == "on_checkpoint" and self.stop_requested:
+            raise self.interrupted()
 
 
 def read_record(run_dir: Path) -> dict[str, Any]:

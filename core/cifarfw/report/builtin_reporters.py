@@ -172,6 +172,9 @@ class TensorBoardReporter:
     def on_run_start(self, run: Run) -> None:
         from cifarfw.config import to_toml
 
+        if run.resumed_from_epoch or run.resume_checkpoint is not None:
+            # TensorBoard drops the earlier files' events from this step on: no duplicate steps.
+            self.writer.restart(run.resumed_from_epoch + 1)
         self.writer.text("config", "```\n" + to_toml(run.config) + "\n```")
         self.writer.flush()
         if run.is_main:

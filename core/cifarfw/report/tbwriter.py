@@ -63,6 +63,12 @@ class EventWriter:
         data = graph_def if isinstance(graph_def, bytes) else graph_def.SerializeToString()
         self._write(event_pb2.Event(wall_time=time.time(), graph_def=data))
 
+    def restart(self, step: int) -> None:
+        """Mark a restart at ``step``: TensorBoard discards earlier events at or after it."""
+        event = event_pb2.Event(wall_time=time.time(), step=int(step))
+        event.session_log.status = event_pb2.SessionLog.START
+        self._write(event)
+
     def flush(self) -> None:
         self._file.flush()
 
