@@ -62,7 +62,7 @@ def test_signal_stops_after_checkpoint_and_resume_matches_uninterrupted(world, s
     assert stopped["status"] == "interrupted"
     assert stopped["checkpoint"]["epoch"] == 2 and [e["epoch"] for e in stopped["epochs"]] == [1, 2]
     SIGNALLER.signum = 0
-    code, out, err = cli("run", "--resume", "last", "--runs-root", str(runs / "stopped"))
+    code, _out, err = cli("run", "--resume", "last", "--runs-root", str(runs / "stopped"))
     assert code == 0, err
     (straight,) = records(runs / "straight")
     (resumed,) = records(runs / "stopped")
