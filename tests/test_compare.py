@@ -200,36 +200,33 @@ def test_json_keeps_the_numbers_and_the_runs(study):
 # --- golden files -------------------------------------------------------------------------
 
 
+_STAT = re.compile(r"\d+\.\d+(?: ± \d+\.\d+)?%? \(n=\d+\)")
+
+
+def _mask_stats(text: str) -> str:
+    """``74.25 ± 2.47% (n=2)`` -> ``<x> ± <x>% (n=2)``: the values depend on the fake trainer
+    (checked against run.json above), the format and the n must not change."""
+    return _STAT.sub(lambda m: re.sub(r"\d+\.\d+", "<x>", m[0]), text)
+
+
 def normalise(fmt: str, text: str, study: dict) -> str:
-    """Run ids, the runs root and timings replaced, so the files are stable."""
+    """Run ids, the runs root, measured values and images replaced, so the files are stable."""
     for index, run_dir in enumerate(study["dirs"], start=1):
         text = text.replace(run_dir.name, f"RUN-{index}")
     text = text.replace(str(study["root"]), "<RUNS_ROOT>")
     if fmt == "json":
         data = json.loads(text)
-        for column in data["columns"]:
-            column["group"] = "<GROUP>" if column["group"] else ""
-            for name, stat in column["stats"].items():
-                for key, value in stat.items():
-                    if name == "train_seconds" and key in ("mean", "std") and value is not None:
-                        stat[key] = "<seconds>"
-                    elif isinstance(value, float):
-                        stat[key] = float(f"{value:.6g}")
         keys = {c["key"]: f"col-{i}" for i, c in enumerate(data["columns"])}
         for column in data["columns"]:
             column["key"] = keys[column["key"]]
+            column["group"] = "<GROUP>" if column["group"] else ""
+            for stat in column["stats"].values():
+                stat.update({k: "<x>" for k in ("mean", "std") if stat.get(k) is not None})
         for row in data["rows"]:
-            row["cells"] = {keys[k]: v for k, v in row["cells"].items()}
-            if row["key"] == "train_seconds":
-                row["cells"] = {k: (v if "(n=" not in v else "<seconds>") for k, v in row["cells"].items()}
+            row["cells"] = {keys[k]: _mask_stats(v) for k, v in row["cells"].items()}
         return json.dumps(data, indent=2, ensure_ascii=False) + "\n"
-    # Timing cells look like "0.01 ± 0.00 (n=2)" and sit on the Training time row.
-    lines = []
-    for line in text.splitlines():
-        if "Training time (s)" in line:
-            line = re.sub(r"\d+\.\d+ ± \d+\.\d+ \(n=\d+\)", "<seconds>", line)
-        lines.append(line)
-    text = "\n".join(lines) + "\n"
+    text = _mask_stats(text)
+    text = re.sub(r"wrong ones in red \(\d+ of", "wrong ones in red (<k> of", text)
     return re.sub(r"data:image/png;base64,[A-Za-z0-9+/=]+", "data:image/png;base64,<png>", text)
 
 
