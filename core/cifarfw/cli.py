@@ -190,6 +190,16 @@ def _run_command(host: Any) -> click.Command:
         click.Option(["--name"], metavar="TEXT", help="A label added to the run folder's name."),
         click.Option(["--dry-run"], is_flag=True, help="Print the resolved config and exit."),
         click.Option(
+            ["--nproc-per-node"],
+            type=int,
+            metavar="N",
+            help="Launch N processes on this machine through torchrun (torch plugins; DDP).",
+        ),
+        click.Option(["--nnodes"], type=int, metavar="M", help="With --nproc-per-node: number of machines."),
+        click.Option(
+            ["--rdzv-endpoint"], metavar="HOST:PORT", help="With --nnodes > 1: torchrun's rendezvous endpoint."
+        ),
+        click.Option(
             ["--resume"],
             metavar="RUN|last",
             help="Continue an unfinished run (id, id prefix, folder or 'last') from its last checkpoint.",
@@ -220,6 +230,10 @@ def _run(**kwargs: Any) -> None:
 
     ctx = click.get_current_context()
     host = _host(ctx)
+    if kwargs["nproc_per_node"] is not None:
+        _launch_torchrun(kwargs)
+    if kwargs["nnodes"] is not None or kwargs["rdzv_endpoint"] is not None:
+        raise UsageError("--nnodes and --rdzv-endpoint go with --nproc-per-node")
     if kwargs["resume"]:
         _resume(host, kwargs)
         return
@@ -299,6 +313,58 @@ def _run(**kwargs: Any) -> None:
     if failures:
         first = failures[0][1]
         raise type(first)(f"{len(failures)} of the runs failed (first: {failures[0][0]}: {first})")
+
+
+def _launch_torchrun(kwargs: dict[str, Any]) -> None:
+    """Hand this same command over to torchrun, which starts one process per device and
+    sets RANK / WORLD_SIZE / LOCAL_RANK; each process runs `python -m cifarfw run ...`."""
+    import shutil
+    import subprocess
+
+    nproc, nnodes, endpoint = kwargs["nproc_per_node"], kwargs["nnodes"] or 1, kwargs["rdzv_endpoint"]
+    if nproc < 1 or nnodes < 1:
+        raise UsageError("--nproc-per-node and --nnodes must be positive integers")
+    if nnodes > 1 and not endpoint:
+        raise UsageError("--nnodes > 1 needs --rdzv-endpoint HOST:PORT (the same on every machine)")
+    if "WORLD_SIZE" in os.environ:
+        raise UsageError("already inside a distributed launch; drop --nproc-per-node")
+    if shutil.which("torchrun") is None and not _has_module("torch.distributed.run"):
+        raise UsageError("--nproc-per-node needs torch installed (torchrun); install cifarfw-torch")
+    args = sys.argv[1:] if sys.argv and sys.argv[0].endswith(("cifarfw", "__main__.py")) else None
+    if args is None:
+        raise UsageError("--nproc-per-node works from the cifarfw command line")
+    args = _drop_options(args, {"--nproc-per-node", "--nnodes", "--rdzv-endpoint"})
+    launcher = [sys.executable, "-m", "torch.distributed.run", f"--nproc-per-node={nproc}", f"--nnodes={nnodes}"]
+    if endpoint:
+        launcher += ["--rdzv-backend=c10d", f"--rdzv-endpoint={endpoint}"]
+    else:
+        launcher += ["--standalone"]
+    code = subprocess.call([*launcher, "-m", "cifarfw", *args])
+    sys.exit(code)
+
+
+def _has_module(name: str) -> bool:
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec(name) is not None
+    except ModuleNotFoundError:
+        return False
+
+
+def _drop_options(args: list[str], names: set[str]) -> list[str]:
+    """``args`` without the named options and their values (``--x V`` and ``--x=V``)."""
+    out, skip = [], False
+    for arg in args:
+        if skip:
+            skip = False
+            continue
+        name = arg.split("=", 1)[0]
+        if name in names:
+            skip = "=" not in arg
+            continue
+        out.append(arg)
+    return out
 
 
 def _resume(host: Any, kwargs: dict[str, Any]) -> None:

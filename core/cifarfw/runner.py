@@ -109,14 +109,25 @@ def _versions(plugin_dist: str) -> dict[str, str]:
 
 
 def world_from_env() -> tuple[int, int, int]:
-    """(rank, world size, local rank) from the launcher's environment (torchrun sets these)."""
+    """(rank, world size, local rank) from the launcher's environment: torchrun's RANK,
+    WORLD_SIZE and LOCAL_RANK, else TensorFlow's TF_CONFIG (the chief, or worker 0, is rank 0)."""
     try:
-        rank = int(os.environ.get("RANK", "0"))
-        world = int(os.environ.get("WORLD_SIZE", "1"))
-        local = int(os.environ.get("LOCAL_RANK", "0"))
-    except ValueError as err:
-        raise UsageError(f"RANK / WORLD_SIZE / LOCAL_RANK must be integers: {err}") from None
-    return rank, world, local
+        if "WORLD_SIZE" in os.environ:
+            rank = int(os.environ.get("RANK", "0"))
+            world = int(os.environ["WORLD_SIZE"])
+            return rank, world, int(os.environ.get("LOCAL_RANK", "0"))
+        if os.environ.get("TF_CONFIG"):
+            tf_config = json.loads(os.environ["TF_CONFIG"])
+            cluster, task = tf_config.get("cluster", {}), tf_config.get("task", {})
+            order = [("chief", i) for i in range(len(cluster.get("chief", [])))]
+            order += [("worker", i) for i in range(len(cluster.get("worker", [])))]
+            if not order:
+                return 0, 1, 0
+            rank = order.index((task.get("type", "worker"), int(task.get("index", 0))))
+            return rank, len(order), 0
+    except (ValueError, KeyError, TypeError) as err:
+        raise UsageError(f"cannot read the launcher's environment (RANK/WORLD_SIZE or TF_CONFIG): {err}") from None
+    return 0, 1, 0
 
 
 def execute(

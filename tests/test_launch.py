@@ -1,0 +1,61 @@
+"""The core's side of distributed runs: reading the launcher's environment, handing over to torchrun."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from conftest import assert_one_line_error
+
+from cifarfw.cli import _drop_options
+from cifarfw.errors import UsageError
+from cifarfw.runner import world_from_env
+
+
+def test_single_process_by_default(monkeypatch):
+    for var in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "TF_CONFIG"):
+        monkeypatch.delenv(var, raising=False)
+    assert world_from_env() == (0, 1, 0)
+
+
+def test_torchrun_environment(monkeypatch):
+    monkeypatch.setenv("RANK", "3")
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    assert world_from_env() == (3, 4, 1)
+    monkeypatch.setenv("RANK", "x")
+    with pytest.raises(UsageError, match="RANK/WORLD_SIZE"):
+        world_from_env()
+
+
+@pytest.mark.parametrize(
+    ("cluster", "task", "expected"),
+    [
+        ({"worker": ["h:1", "h:2"]}, {"type": "worker", "index": 0}, (0, 2, 0)),
+        ({"worker": ["h:1", "h:2"]}, {"type": "worker", "index": 1}, (1, 2, 0)),
+        ({"chief": ["h:0"], "worker": ["h:1"]}, {"type": "chief", "index": 0}, (0, 2, 0)),
+        ({"chief": ["h:0"], "worker": ["h:1"]}, {"type": "worker", "index": 0}, (1, 2, 0)),
+    ],
+)
+def test_tf_config(monkeypatch, cluster, task, expected):
+    for var in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": cluster, "task": task}))
+    assert world_from_env() == expected
+
+
+def test_drop_options_removes_launcher_flags():
+    args = ["run", "--plugin", "x", "--nproc-per-node", "2", "--nnodes=1", "--epochs", "3", "--rdzv-endpoint", "h:1"]
+    assert _drop_options(args, {"--nproc-per-node", "--nnodes", "--rdzv-endpoint"}) == [
+        "run", "--plugin", "x", "--epochs", "3",
+    ]  # fmt: skip
+
+
+def test_launcher_flag_errors(cli, entry_points):
+    entry_points(("fake", "fakes:FAKE_PLUGIN"))
+    code, _, err = cli("run", "--plugin", "fake", "--nnodes", "2")
+    assert_one_line_error(code, err, "--nnodes and --rdzv-endpoint go with --nproc-per-node")
+    code, _, err = cli("run", "--plugin", "fake", "--nproc-per-node", "2", "--nnodes", "2")
+    assert_one_line_error(code, err, "needs --rdzv-endpoint")
+    code, _, err = cli("run", "--plugin", "fake", "--nproc-per-node", "0")
+    assert_one_line_error(code, err, "must be positive")
