@@ -1,0 +1,142 @@
+"""The batch pipeline: a split held as one tensor on the device, augmented a batch at a time.
+
+Each image is stored as packed pixels: RGB plus a zero byte in one int32, (N, H, W). A
+random crop (zero padding ``P``) and a horizontal flip then become ONE ``index_select``
+of 32-bit pixels with per-image offsets (no per-image Python, no PIL); padding pixels
+are masked to zero. Brightness (a factor in [1-b, 1+b] per image, clipped at white),
+normalisation with the model's mean/std and the resize to ``model.input_size``
+(bilinear, no antialiasing) follow as whole-batch float ops. The result is NCHW in
+channels_last memory (NHWC storage) unless the run turned channels_last off.
+
+Randomness comes from an explicit generator (see :func:`draw_epoch`): the trainer
+seeds one per epoch from (seed, epoch), so a resumed run sees the same batches.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from cifarfw.config import Augment
+
+
+@dataclass
+class DeviceSplit:
+    """One split on the training device: packed int32 pixels (N, H, W) and int64 labels."""
+
+    pixels: torch.Tensor
+    labels: torch.Tensor
+
+    @classmethod
+    def from_numpy(cls, images: np.ndarray, labels: np.ndarray, device: torch.device) -> DeviceSplit:
+        """``images`` uint8 (N, H, W, 3). On CUDA the copy goes through pinned memory."""
+        rgb = torch.from_numpy(np.ascontiguousarray(images))
+        if rgb.ndim != 4 or rgb.shape[-1] != 3:
+            raise ValueError(f"expected RGB images (N, H, W, 3), got {tuple(rgb.shape)}")
+        packed = F.pad(rgb, (0, 1)).view(torch.int32).squeeze(-1)  # (N, H, W), bytes R G B 0
+        label_tensor = torch.from_numpy(np.asarray(labels, dtype=np.int64))
+        if device.type == "cuda":
+            packed = packed.pin_memory().to(device, non_blocking=True)
+            label_tensor = label_tensor.pin_memory().to(device, non_blocking=True)
+        return cls(packed, label_tensor)
+
+    def __len__(self) -> int:
+        return self.pixels.shape[0]
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        return self.pixels.shape[1], self.pixels.shape[2]
+
+
+@dataclass
+class EpochDraw:
+    """One epoch's randomness, one entry per position in ``order``, on the device."""
+
+    order: torch.Tensor  # a permutation of the split
+    dy: torch.Tensor  # crop offsets in [-P, P] (0 = centred)
+    dx: torch.Tensor
+    flip: torch.Tensor  # bool
+    brightness: torch.Tensor  # factors in [1-b, 1+b]
+
+    def batch(self, start: int, stop: int) -> EpochDraw:
+        return EpochDraw(*(t[start:stop] for t in self.__dict__.values()))
+
+
+def draw_epoch(n: int, augment: Augment, generator: torch.Generator, device: torch.device) -> EpochDraw:
+    """Shuffle and per-image augmentation parameters for an epoch of ``n`` images, drawn on
+    the CPU from ``generator`` (so CPU and CUDA runs draw the same numbers)."""
+    pad = int(augment.crop_padding)
+    order = torch.randperm(n, generator=generator)
+    dy = torch.randint(-pad, pad + 1, (n,), generator=generator)
+    dx = torch.randint(-pad, pad + 1, (n,), generator=generator)
+    flip = torch.rand(n, generator=generator) < 0.5 if augment.flip else torch.zeros(n, dtype=torch.bool)
+    b = float(augment.brightness)
+    brightness = 1 + b * (2 * torch.rand(n, generator=generator) - 1) if b > 0 else torch.ones(n)
+    tensors = (order, dy, dx, flip, brightness.clamp_(min=0))
+    return EpochDraw(*(t.to(device, non_blocking=True) for t in tensors))
+
+
+class BatchPipeline:
+    """Turns indices into model-ready float batches: augmented (training) or plain (evaluation)."""
+
+    def __init__(
+        self,
+        mean: tuple[float, float, float],
+        std: tuple[float, float, float],
+        input_size: int,
+        augment: Augment,
+        device: torch.device,
+        channels_last: bool = True,
+    ) -> None:
+        self.input_size = int(input_size)
+        self.augment = augment
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        std_t = torch.tensor(std, dtype=torch.float32, device=device)
+        # x_norm = (x / 255 - mean) / std = x * scale - shift, per channel
+        self.scale = (1.0 / (255.0 * std_t)).view(1, 3, 1, 1)
+        self.shift = (torch.tensor(mean, dtype=torch.float32, device=device) / std_t).view(1, 3, 1, 1)
+        self._positions: dict[int, torch.Tensor] = {}
+
+    def _arange(self, size: int, device: torch.device) -> torch.Tensor:
+        if size not in self._positions:
+            self._positions[size] = torch.arange(size, device=device)
+        return self._positions[size]
+
+    def train_batch(self, split: DeviceSplit, draw: EpochDraw) -> tuple[torch.Tensor, torch.Tensor]:
+        """The augmented batch ``draw.order`` (a slice of an epoch's draw) and its labels."""
+        index = draw.order
+        height, width = split.image_size
+        rows = draw.dy[:, None] + self._arange(height, index.device)  # (B, H) source rows
+        cols = draw.dx[:, None] + self._arange(width, index.device)  # (B, W) source columns
+        cols = torch.where(draw.flip[:, None], width - 1 - cols, cols)
+        flat = (index * (height * width))[:, None, None] + (
+            rows.clamp(0, height - 1)[:, :, None] * width + cols.clamp(0, width - 1)[:, None, :]
+        )
+        pixels = split.pixels.view(-1).index_select(0, flat.view(-1)).view(len(index), height, width)
+        if self.augment.crop_padding > 0:  # positions in the zero padding
+            inside = ((rows >= 0) & (rows < height))[:, :, None] & ((cols >= 0) & (cols < width))[:, None, :]
+            pixels = pixels.masked_fill_(~inside, 0)
+        x = _planes(pixels)
+        if self.augment.brightness > 0:  # ColorJitter's brightness: scale, then clip at white
+            x = x.mul_(draw.brightness[:, None, None, None]).clamp_(max=255.0)
+        return self._finish(x), split.labels[index]
+
+    def eval_batch(self, split: DeviceSplit, index: torch.Tensor, flip: bool = False) -> torch.Tensor:
+        """Images ``index`` normalised and resized, no augmentation (``flip`` mirrors all)."""
+        x = _planes(split.pixels[index])
+        return self._finish(x.flip(3) if flip else x)
+
+    def _finish(self, planes: torch.Tensor) -> torch.Tensor:
+        """Normalise float NCHW pixels (0-255), resize to the model's input size, set the layout."""
+        x = planes.mul_(self.scale).sub_(self.shift)
+        if x.shape[-1] != self.input_size or x.shape[-2] != self.input_size:
+            x = F.interpolate(x, size=(self.input_size, self.input_size), mode="bilinear", align_corners=False)
+        return x.contiguous(memory_format=self.memory_format)
+
+
+def _planes(pixels: torch.Tensor) -> torch.Tensor:
+    """Packed int32 pixels (B, H, W) -> float (B, 3, H, W), contiguous, values 0-255."""
+    return pixels.view(torch.uint8).unflatten(-1, (-1, 4)).permute(0, 3, 1, 2)[:, :3].float()

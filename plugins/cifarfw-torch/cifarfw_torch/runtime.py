@@ -1,0 +1,196 @@
+"""Where and how a run computes: device, precision, memory format, seeds, determinism.
+
+Precision policy (``--precision``):
+
+* ``auto``: fp16 autocast with a GradScaler (AMP) on CUDA; bf16 autocast on a CPU with
+  native bfloat16 instructions (avx512_bf16 / amx_bf16 on x86, bf16 on Arm); else fp32.
+* ``bf16``: refused (UsageError) where the device has no native bfloat16: emulated bf16
+  on a CPU is slower than fp32.
+* ``fp16``: CUDA only (loss scaling; fp16 autocast on a CPU is slow and unscaled).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import os
+import platform
+import random
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+
+from cifarfw.errors import UsageError
+
+if TYPE_CHECKING:
+    from cifarfw.config import RunConfig
+    from cifarfw.specs import ModelSpec
+
+_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """The resolved device and precision of one run."""
+
+    device: torch.device
+    precision: str  # fp32 | bf16 | fp16 (never auto)
+    channels_last: bool
+
+    @property
+    def autocast_dtype(self) -> torch.dtype | None:
+        return _DTYPES.get(self.precision)
+
+    @property
+    def uses_grad_scaler(self) -> bool:
+        """fp16 needs loss scaling; bf16 has fp32's exponent range and does not."""
+        return self.precision == "fp16"
+
+    def autocast(self) -> contextlib.AbstractContextManager[Any]:
+        """Autocast to the run's precision (a no-op for fp32)."""
+        dtype = self.autocast_dtype
+        if dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=dtype)
+
+    @property
+    def memory_format(self) -> torch.memory_format:
+        return torch.channels_last if self.channels_last else torch.contiguous_format
+
+    def describe(self) -> dict[str, Any]:
+        """What run.json's ``resolved`` records."""
+        return {"device": str(self.device), "precision": self.precision, "channels_last": self.channels_last}
+
+    def accelerator(self) -> str:
+        if self.device.type == "cuda":
+            return torch.cuda.get_device_name(self.device)
+        return "cpu"
+
+
+def _cpu_flags() -> set[str] | None:
+    """The CPU feature flags from /proc/cpuinfo (Linux), else None."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return None
+    for line in text.splitlines():
+        key = line.split(":", 1)[0].strip().lower()
+        if key in ("flags", "features"):  # x86 says flags, Arm says Features
+            return set(line.split(":", 1)[1].split())
+    return None
+
+
+@functools.cache
+def cpu_bf16_native() -> bool:
+    """True when this CPU computes bfloat16 natively and torch's bf16 kernels run here."""
+    flags = _cpu_flags()
+    if flags is None:
+        return False  # no way to tell; emulated bf16 would be slower than fp32
+    native = bool(flags & {"avx512_bf16", "amx_bf16"}) or (
+        platform.machine().lower() in ("aarch64", "arm64") and "bf16" in flags
+    )
+    if not native:
+        return False
+    try:  # the kernels exist and give the right answer
+        ones = torch.ones(8, 8, dtype=torch.bfloat16)
+        return bool(((ones @ ones) == 8).all())
+    except RuntimeError:
+        return False
+
+
+def resolve_device(requested: str) -> torch.device:
+    """``auto``/``cpu``/``cuda[:N]``/``gpu[:N]`` -> a device; UsageError when it is not there."""
+    if requested == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if requested == "cpu":
+        return torch.device("cpu")
+    name = requested.replace("gpu", "cuda", 1)
+    if not torch.cuda.is_available():
+        built = f"built with CUDA {torch.version.cuda}" if torch.version.cuda else "built without CUDA"
+        raise UsageError(
+            f"--device {requested}: no CUDA device is available here (torch {torch.__version__}, {built}); "
+            "use --device cpu or --device auto"
+        )
+    device = torch.device(name)
+    count = torch.cuda.device_count()
+    if device.index is not None and device.index >= count:
+        raise UsageError(f"--device {requested}: this machine has {count} CUDA device(s), numbered 0-{count - 1}")
+    return device
+
+
+def resolve_precision(requested: str, device: torch.device) -> str:
+    """The precision actually used; UsageError for one the device cannot do well."""
+    if device.type == "cuda":
+        if requested == "auto":
+            return "fp16"
+        if requested == "bf16" and not torch.cuda.is_bf16_supported():
+            raise UsageError(
+                f"--precision bf16: {torch.cuda.get_device_name(device)} has no bfloat16 support; use fp16, fp32 or auto"
+            )
+        return requested
+    if requested == "fp16":
+        raise UsageError(
+            "--precision fp16 needs a CUDA device (AMP with loss scaling); on a CPU use bf16, fp32 or auto"
+        )
+    if requested == "bf16" and not cpu_bf16_native():
+        raise UsageError(
+            "--precision bf16: this CPU has no native bfloat16 (avx512_bf16 or amx_bf16), so bf16 would be "
+            "slower than fp32; use --precision fp32 or auto"
+        )
+    if requested == "auto":
+        return "bf16" if cpu_bf16_native() else "fp32"
+    return requested
+
+
+def resolve(config: RunConfig) -> Runtime:
+    device = resolve_device(config.device)
+    return Runtime(device, resolve_precision(config.precision, device), bool(config.channels_last))
+
+
+def validate_config(config: RunConfig, model: ModelSpec) -> None:
+    """Everything the torch trainer refuses, checked before any run folder exists."""
+    runtime = resolve(config)
+    if config.nesterov and (config.optimizer != "sgd" or config.momentum <= 0):
+        raise UsageError("nesterov needs --optimizer sgd and --momentum > 0")
+    if config.compile and runtime.device.type == "cpu" and not any(shutil.which(c) for c in ("g++", "c++", "clang++")):
+        raise UsageError(
+            "--compile on a CPU needs a C++ compiler (g++ or clang++) on PATH; install one or drop --compile"
+        )
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python's, numpy's and torch's global generators (model init, dropout)."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+@contextlib.contextmanager
+def deterministic_mode(enabled: bool, device: torch.device) -> Iterator[None]:
+    """``torch.use_deterministic_algorithms`` for the run's duration, restored afterwards
+    (it is process-global state, and tests run many trainings in one process)."""
+    previous = torch.are_deterministic_algorithms_enabled()
+    previous_benchmark = torch.backends.cudnn.benchmark
+    if enabled and device.type == "cuda":
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # cuBLAS needs it to be deterministic
+    torch.use_deterministic_algorithms(enabled)
+    torch.backends.cudnn.benchmark = device.type == "cuda" and not enabled
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(previous)
+        torch.backends.cudnn.benchmark = previous_benchmark
+
+
+def epoch_generator(seed: int, epoch: int) -> torch.Generator:
+    """A CPU generator for one epoch's shuffle and augmentation, derived from (seed, epoch)
+    only, so a resumed run draws exactly what an uninterrupted one would have drawn."""
+    state = np.random.SeedSequence([seed, epoch]).generate_state(2, dtype=np.uint32)
+    generator = torch.Generator()
+    generator.manual_seed(int(state[0]) << 32 | int(state[1]))
+    return generator

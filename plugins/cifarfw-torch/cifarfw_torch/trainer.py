@@ -1,0 +1,330 @@
+"""The torch trainer: trains any ``torch.nn.Module`` a model plugin builds.
+
+One run, in order: resolve device and precision (:mod:`cifarfw_torch.runtime`), seed
+torch/numpy/Python, build the model, emit ``on_model_built`` (parameter counts, a text
+summary, the traced graph), put both splits on the device as single tensors
+(:mod:`cifarfw_torch.pipeline`), optionally cache a frozen prefix's outputs
+(:mod:`cifarfw_torch.features`), then per epoch: train on augmented batches, evaluate on
+the test split, emit ``on_epoch_end``, write a checkpoint and emit ``on_checkpoint``.
+At the end it emits ``on_predictions`` for the whole test split.
+
+Metrics, per epoch:
+
+* ``train_loss`` / ``train_acc``: the running average over the epoch's batches, in
+  training mode on augmented batches (dropout on), as Keras reports them; no extra pass.
+* ``test_loss`` / ``test_acc``: one pass over the test split in eval mode (with the
+  horizontal-flip test-time augmentation when ``config.tta``: logits averaged over the
+  image and its mirror). Both losses use the training criterion (cross-entropy with the
+  run's label smoothing).
+* ``lr``: the learning rate of the epoch's last step; ``seconds``: the epoch's wall time
+  (training and evaluation); ``train_images_per_s``: training throughput.
+
+Resuming: when ``run.resume_checkpoint`` is set, everything is restored from it (model,
+optimizer, schedule, grad scaler, RNG states, history, training time) and training goes
+on with the next epoch; each epoch's shuffle and augmentation come from a generator
+seeded by (seed, epoch), so the data order is the one an uninterrupted run sees.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from cifarfw.config import Augment
+from cifarfw.errors import NonFiniteLossError, PluginError, UsageError, WeightsError
+from cifarfw.runs import Run
+from cifarfw.specs import RunResult
+from cifarfw_torch import checkpoints, features
+from cifarfw_torch.graph import try_model_graph
+from cifarfw_torch.optim import make_optimizer, make_scheduler
+from cifarfw_torch.pipeline import BatchPipeline, DeviceSplit, EpochDraw, draw_epoch
+from cifarfw_torch.runtime import Runtime, deterministic_mode, epoch_generator, resolve, seed_everything
+
+PROGRESS_EVERY = 10  # steps between on_train_progress events (and NaN checks)
+
+
+def count_parameters(model: nn.Module) -> dict[str, int]:
+    """``{"total": n, "trainable": m}`` counted from the model itself."""
+    params = list(model.parameters())
+    return {
+        "total": sum(p.numel() for p in params),
+        "trainable": sum(p.numel() for p in params if p.requires_grad),
+    }
+
+
+def steps_per_epoch(n: int, batch_size: int) -> int:
+    """Batches of an epoch: the last, partial batch is kept unless it holds a single image
+    (batch norm cannot train on one)."""
+    full, rest = divmod(n, batch_size)
+    return max(1, full + (1 if rest >= 2 else 0))
+
+
+class TorchTrainer:
+    """The trainer registered for framework ``torch``.
+
+    ``max_steps`` (benchmarks only, not a config key) stops training after that many
+    optimizer steps in total; the epoch it stops in is still evaluated and recorded.
+    """
+
+    def __init__(self, max_steps: int = 0) -> None:
+        self.max_steps = max_steps
+
+    def fit(self, run: Run) -> RunResult:
+        runtime = resolve(run.config)
+        with deterministic_mode(run.config.deterministic, runtime.device):
+            return _Fit(run, runtime, self.max_steps).train()
+
+
+class _Fit:
+    """The state of one training run."""
+
+    def __init__(self, run: Run, runtime: Runtime, max_steps: int) -> None:
+        self.run = run
+        self.config = config = run.config
+        self.runtime = runtime
+        self.max_steps = max_steps
+        self.global_step = 0
+        self.history: list[dict[str, float]] = []
+        self.train_seconds = 0.0
+        self.start_epoch = 1
+        self._last_train_seconds = 0.0
+        seed_everything(config.seed)
+        self._record_environment()
+
+        self.model = self._build_model()
+        self.split = features.frozen_split(self.model) if config.feature_cache else None
+        if self.split is not None:
+            run.record["resolved"]["feature_cache"] = features.cache_plan(config.augment)
+        trained = self.split[1] if self.split is not None else self.model
+        self.net: nn.Module = torch.compile(trained) if config.compile else trained
+        if config.compile:
+            run.record["resolved"]["compile"] = True
+
+        size = run.model.input_size
+        example = torch.zeros(1, 3, size, size, device=runtime.device).contiguous(memory_format=runtime.memory_format)
+        graph, why = try_model_graph(self.model, example)
+        if why:
+            run.record.setdefault("notes", []).append(why)
+        params = count_parameters(self.model)
+        if params["trainable"] == 0:
+            raise UsageError(f"model {run.model.name!r} has no trainable parameters with these options")
+        run.emit("on_model_built", params=params, summary=_summary(self.model, params), graph=graph)
+
+        dataset = run.dataset
+        self.train_split = DeviceSplit.from_numpy(dataset.train.images, dataset.train.labels, runtime.device)
+        self.test_split = DeviceSplit.from_numpy(dataset.test.images, dataset.test.labels, runtime.device)
+        self.pipeline = BatchPipeline(
+            run.model.mean, run.model.std, size, config.augment, runtime.device, runtime.channels_last
+        )
+        self.cache: features.FeatureCache | None = None
+        self.cache_seconds = 0.0
+        if self.split is not None:
+            self._build_cache()
+
+        self.steps = steps_per_epoch(len(self.train_split), config.batch_size)
+        self.optimizer = make_optimizer((p for p in self.model.parameters() if p.requires_grad), config, runtime.device)
+        self.scheduler = make_scheduler(self.optimizer, config, self.steps)
+        self.scaler = torch.amp.GradScaler(runtime.device.type, enabled=runtime.uses_grad_scaler)
+        self.eval_batch = 1024 if self.cache is not None else (512 if size <= 64 else 128)
+
+    # --- setup ----------------------------------------------------------------------------
+
+    def _record_environment(self) -> None:
+        record, runtime = self.run.record, self.runtime
+        record.setdefault("resolved", {}).update(runtime.describe())
+        if runtime.device.type == "cpu":
+            record["resolved"]["threads"] = torch.get_num_threads()
+        record.setdefault("versions", {})["torch"] = torch.__version__
+        hardware = record.setdefault("hardware", {})
+        hardware["accelerator"] = runtime.accelerator()
+        if runtime.device.type == "cuda":
+            hardware["cuda"] = torch.version.cuda
+
+    def _build_model(self) -> nn.Module:
+        spec, dataset = self.run.model, self.run.dataset
+        model = spec.factory(num_classes=dataset.num_classes, options=self.config.model_options)
+        if not isinstance(model, nn.Module):
+            raise PluginError(
+                f"model {spec.name!r}: its factory returned a {type(model).__name__}, not a torch.nn.Module"
+            )
+        return model.to(self.runtime.device, memory_format=self.runtime.memory_format)
+
+    def _build_cache(self) -> None:
+        assert self.split is not None
+        prefix = self.split[0]
+        chunk = 256 if self.run.model.input_size <= 64 else 128
+        started = time.perf_counter()
+        train_flips = (False, True) if self.config.augment.flip else (False,)
+        test_flips = (False, True) if self.config.tta else (False,)
+        self.cache = features.FeatureCache(
+            train=features.compute(prefix, self.pipeline, self.train_split, train_flips, self.runtime, chunk),
+            test=features.compute(prefix, self.pipeline, self.test_split, test_flips, self.runtime, chunk),
+        )
+        self.cache_seconds = time.perf_counter() - started
+        self.train_seconds += self.cache_seconds  # part of what training costs
+
+    # --- the run ----------------------------------------------------------------------------
+
+    def train(self) -> RunResult:
+        if self.run.resume_checkpoint is not None:
+            self._restore(self.run.resume_checkpoint)
+        predictions = None
+        for epoch in range(self.start_epoch, self.config.epochs + 1):
+            started = time.perf_counter()
+            train_loss, train_acc, lr, images = self._train_epoch(epoch)
+            test_loss, test_acc, predictions = self._evaluate()
+            seconds = time.perf_counter() - started
+            metrics = {
+                "train_loss": train_loss,
+                "train_acc": train_acc,
+                "test_loss": test_loss,
+                "test_acc": test_acc,
+                "lr": lr,
+                "seconds": seconds,
+                "train_images_per_s": images / max(self._last_train_seconds, 1e-9),
+            }
+            self.history.append(metrics)
+            self.run.emit("on_epoch_end", epoch=epoch, metrics=metrics)
+            if self.config.checkpoint and self.run.is_main:
+                path = checkpoints.save(self.run.checkpoint_dir, epoch, self._state())
+                self.run.emit("on_checkpoint", epoch=epoch, path=str(path))
+            if 0 < self.max_steps <= self.global_step:
+                break
+        if predictions is None:  # resumed after the last epoch: nothing trained, still report
+            *_, predictions = self._evaluate()
+        dataset = self.run.dataset
+        k = self.config.prediction_samples
+        self.run.emit(
+            "on_predictions",
+            epoch=len(self.history),
+            labels=dataset.test.labels,
+            predictions=predictions,
+            images=dataset.test.images[:k],
+        )
+        extra: dict[str, Any] = {"steps": self.global_step, "steps_per_epoch": self.steps}
+        if self.cache is not None:
+            extra["feature_cache_seconds"] = self.cache_seconds
+            extra["feature_cache_bytes"] = self.cache.nbytes
+        return RunResult(final=dict(self.history[-1]), train_seconds=self.train_seconds, extra=extra)
+
+    def _batch(self, draw: EpochDraw) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.cache is None:
+            return self.pipeline.train_batch(self.train_split, draw)
+        variant = draw.flip.long() if self.cache.train.shape[0] > 1 else 0
+        return self.cache.train[variant, draw.order], self.train_split.labels[draw.order]
+
+    def _train_epoch(self, epoch: int) -> tuple[float, float, float, int]:
+        config, runtime = self.config, self.runtime
+        batch_size, n = config.batch_size, len(self.train_split)
+        augment = (
+            config.augment if self.cache is None else Augment(crop_padding=0, flip=config.augment.flip, brightness=0)
+        )
+        draw = draw_epoch(n, augment, epoch_generator(config.seed, epoch), runtime.device)
+        self.net.train()
+        loss_sum = torch.zeros((), device=runtime.device)
+        correct = torch.zeros((), dtype=torch.int64, device=runtime.device)
+        seen, lr = 0, self.optimizer.param_groups[0]["lr"]
+        started = time.perf_counter()
+        for step in range(1, self.steps + 1):
+            x, y = self._batch(draw.batch((step - 1) * batch_size, min(n, step * batch_size)))
+            with runtime.autocast():
+                logits = self.net(x)
+            loss = F.cross_entropy(logits.float(), y, label_smoothing=config.label_smoothing)
+            self.optimizer.zero_grad(set_to_none=True)
+            self.scaler.scale(loss).backward()
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            lr = self.optimizer.param_groups[0]["lr"]
+            self.scheduler.step()
+            self.global_step += 1
+            loss_sum += loss.detach() * len(y)
+            correct += (logits.argmax(1) == y).sum()
+            seen += len(y)
+            done = step == self.steps or 0 < self.max_steps <= self.global_step
+            if step % PROGRESS_EVERY == 0 or done:
+                value = loss.item()
+                self._check_finite(value, epoch, step)
+                self.run.emit("on_train_progress", epoch=epoch, step=step, steps=self.steps, metrics={"loss": value})
+            if done:
+                break
+        train_loss = loss_sum.item() / seen
+        self._check_finite(train_loss, epoch, self.steps)
+        self._last_train_seconds = time.perf_counter() - started
+        self.train_seconds += self._last_train_seconds
+        return train_loss, correct.item() / seen, lr, seen
+
+    def _check_finite(self, value: float, epoch: int, step: int) -> None:
+        if not math.isfinite(value):
+            kept = f"the checkpoint of epoch {epoch - 1} is kept" if epoch > 1 else "no checkpoint was written yet"
+            raise NonFiniteLossError(
+                f"the training loss became {value} in epoch {epoch}, step {step}; {kept}; "
+                "try a lower --lr or --precision fp32"
+            )
+
+    @torch.inference_mode()
+    def _evaluate(self) -> tuple[float, float, np.ndarray]:
+        """Test loss, accuracy and every test prediction (eval mode, TTA when configured)."""
+        self.net.eval()
+        split, n = self.test_split, len(self.test_split)
+        loss_sum = torch.zeros((), device=self.runtime.device)
+        predictions = []
+        for start in range(0, n, self.eval_batch):
+            index = torch.arange(start, min(n, start + self.eval_batch), device=self.runtime.device)
+            logits = self._logits(index, flip=False)
+            if self.config.tta:
+                logits = (logits + self._logits(index, flip=True)) / 2
+            y = split.labels[index]
+            loss_sum += F.cross_entropy(logits, y, label_smoothing=self.config.label_smoothing, reduction="sum")
+            predictions.append(logits.argmax(1))
+        predicted = torch.cat(predictions)
+        accuracy = (predicted == split.labels).double().mean().item()
+        return loss_sum.item() / n, accuracy, predicted.cpu().numpy()
+
+    def _logits(self, index: torch.Tensor, flip: bool) -> torch.Tensor:
+        if self.cache is not None:
+            x = self.cache.test[int(flip), index]
+        else:
+            x = self.pipeline.eval_batch(self.test_split, index, flip=flip)
+        with self.runtime.autocast():
+            return self.net(x).float()
+
+    # --- checkpoints --------------------------------------------------------------------------
+
+    def _state(self) -> dict[str, Any]:
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "history": [dict(m) for m in self.history],
+            "train_seconds": self.train_seconds,
+            "global_step": self.global_step,
+            "seed": self.config.seed,
+        }
+
+    def _restore(self, path: Any) -> None:
+        state = checkpoints.load(path, self.runtime.device)
+        try:
+            self.model.load_state_dict(state["model"])
+            self.optimizer.load_state_dict(state["optimizer"])
+        except (RuntimeError, ValueError, KeyError) as err:
+            first = str(err).strip().splitlines()[0][:160]
+            raise WeightsError(f"checkpoint {path} does not fit this model ({first})") from None
+        self.scheduler.load_state_dict(state["scheduler"])
+        if state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
+        checkpoints.set_rng_state(state["rng"])
+        self.history = [dict(m) for m in state["history"]]
+        self.train_seconds = float(state["train_seconds"])
+        self.global_step = int(state["global_step"])
+        self.start_epoch = int(state["epoch"]) + 1
+
+
+def _summary(model: nn.Module, params: dict[str, int]) -> str:
+    return f"{model}\n\nparameters: {params['total']:,} total, {params['trainable']:,} trainable"
