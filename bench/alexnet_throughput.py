@@ -1,0 +1,178 @@
+"""AlexNet fine-tuning throughput: the study's pipeline against cifarfw's ``alexnet`` study recipe.
+
+Both run here, one after the other, on the same data and machine, for the same number of
+training steps of batch 64, with random backbone weights (same timing as pretrained ones:
+the backbone is frozen either way):
+
+* the study's pipeline, ../shared/bench/seed_alexnet.py ``--max-steps N`` (per-image PIL
+  resize to 224 and augmentation in a DataLoader, the whole network run every step);
+* ``cifarfw run --plugin alexnet --weights none`` with the study recipe (10 epochs,
+  batch 64, Adam, lr 0.01), on a class-balanced subset of N*64/10 training images (and a
+  fifth of that for testing), so that its 10 epochs take N steps. That keeps the full
+  recipe's proportions: the frozen features are computed once per image (and its mirror)
+  and then reused for 10 epochs, exactly as in a full run, only on fewer images.
+
+cifarfw's throughput counts the feature cache's build time (train and test images) as
+training time; the steady state (the cached head training alone) is printed too. The
+projection to the full recipe (50,000 / 10,000 images, 10 epochs) scales each measured
+part by its own count: cache time per cached image, head steps, test evaluation, and keeps
+what is fixed per run (start-up, data loading, model build, 10 checkpoints). Peak memory is
+each process's RSS high-water mark (os.wait4); the projection adds the full cache's size.
+
+Usage: .venv/bin/python bench/alexnet_throughput.py [--steps 300] [--data-dir DIR]
+Prints one JSON object. Other work on the machine slows both sides; the ratio holds better
+than the absolute figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared"
+FULL_TRAIN, FULL_TEST, EPOCHS, BATCH = 50_000, 10_000, 10, 64
+STUDY_P100_SECONDS = 740.0
+GIB = 1024**3
+
+
+def measured(cmd: list[str], log: Path) -> tuple[float, int, int, str]:
+    """Run ``cmd``; return (wall seconds, peak RSS bytes of it and its children, exit code, stdout)."""
+    out_path, err_path = log.with_suffix(".out"), log.with_suffix(".err")
+    with out_path.open("w") as out, err_path.open("w") as err:
+        started = time.perf_counter()
+        proc = subprocess.Popen(cmd, stdout=out, stderr=err, cwd=ROOT)
+        _, status, usage = os.wait4(proc.pid, 0)  # the child's own rusage, high-water RSS included
+        wall = time.perf_counter() - started
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        sys.exit(f"{cmd[1]} failed ({proc.returncode}): {err_path.read_text()[-2000:]}")
+    return wall, usage.ru_maxrss * 1024, proc.returncode, out_path.read_text()
+
+
+def study_pipeline(args: argparse.Namespace, work: Path) -> dict[str, Any]:
+    cmd = [sys.executable, str(args.seed_script), str(args.data_dir / "cifar-10-batches-py")]
+    cmd += ["--max-steps", str(args.steps), "--workers", str(args.workers), "--test-n", "64"]
+    wall, rss, _, out = measured(cmd, work / "seed")
+    result = json.loads(out.strip().splitlines()[-1])
+    return {
+        "command": " ".join(cmd),
+        "steps": result["steps"],
+        "train_images_per_s": round(result["train_images_per_s"], 1),
+        "train_s": round(result["train_s"], 1),
+        "trainable_params": result["trainable_params"],
+        "wall_s": round(wall, 1),
+        "peak_rss_gib": round(rss / GIB, 2),
+        "projected_10_epoch_train_s": round(EPOCHS * FULL_TRAIN / result["train_images_per_s"], 0),
+    }
+
+
+def cifarfw_recipe(args: argparse.Namespace, work: Path) -> dict[str, Any]:
+    train_limit = args.steps * BATCH // EPOCHS
+    test_limit = train_limit * FULL_TEST // FULL_TRAIN
+    runs_root = work / "runs"
+    flags = ["run", "--plugin", "alexnet", "--weights", "none", "--data-dir", str(args.data_dir)]
+    if args.checksums:
+        flags += ["--data-checksums", str(args.checksums)]
+    flags += ["--epochs", str(EPOCHS), "--train-limit", str(train_limit), "--test-limit", str(test_limit)]
+    flags += ["--runs-root", str(runs_root), "--seed", "0"]
+    cmd = [sys.executable, "-c", "from cifarfw.cli import main; main()", *flags]
+    wall, rss, _, _ = measured(cmd, work / "cifarfw")
+    (record_path,) = runs_root.glob("*/run.json")
+    record = json.loads(record_path.read_text())
+    epochs = record["epochs"]
+    extra = record.get("extra", {})
+    cache_s = float(extra.get("feature_cache_seconds", 0.0))
+    cache_bytes = int(extra.get("feature_cache_bytes", 0))
+    plan = record["resolved"].get("feature_cache")
+    train_variants = 2 if plan and "flip" in plan["kept"] else 1
+    test_variants = 2 if record["config"]["tta"] else 1
+
+    steps = int(extra.get("steps", 0))
+    images = steps * BATCH
+    loop_s = [train_limit / e["train_images_per_s"] for e in epochs]  # each epoch trains every image once
+    eval_s = [e["seconds"] - s for e, s in zip(epochs, loop_s, strict=True)]
+    fixed_s = wall - cache_s - sum(e["seconds"] for e in epochs)  # start-up, data, build, checkpoints, ...
+    steady_ips = train_limit * len(epochs) / sum(loop_s)
+
+    cached_now = train_limit * train_variants + test_limit * test_variants
+    cached_full = FULL_TRAIN * train_variants + FULL_TEST * test_variants
+    projected = {
+        "feature_cache_s": cache_s * cached_full / cached_now if plan else 0.0,
+        "head_training_s": EPOCHS * FULL_TRAIN / steady_ips,
+        "test_evaluation_s": sum(eval_s) * FULL_TEST / test_limit,
+        "fixed_s": fixed_s,
+    }
+    projected["wall_s"] = sum(projected.values())
+    projected_rss = rss + cache_bytes * (cached_full / cached_now - 1)
+    return {
+        "command": "cifarfw " + " ".join(flags),
+        "steps": steps,
+        "train_limit": train_limit,
+        "test_limit": test_limit,
+        "resolved": record["resolved"],
+        "params": record["params"],
+        "train_images_per_s_incl_cache": round(images / (cache_s + sum(loop_s)), 1),
+        "steady_images_per_s": round(steady_ips, 1),
+        "feature_cache_s": round(cache_s, 1),
+        "feature_cache_bytes": cache_bytes,
+        "train_seconds_recorded": round(record["final"]["train_seconds"], 1),
+        "wall_s": round(wall, 1),
+        "peak_rss_gib": round(rss / GIB, 2),
+        "final_test_acc": record["final"]["test_acc"],
+        "projected_full_recipe": {k: round(v, 0) for k, v in projected.items()},
+        "projected_peak_rss_gib": round(projected_rss / GIB, 2),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--steps", type=int, default=300, help="training steps of batch 64 on each side")
+    parser.add_argument("--data-dir", type=Path, default=SHARED / "data")
+    parser.add_argument("--checksums", type=Path, default=SHARED / "data" / "cifar-10-batches-py.md5")
+    parser.add_argument("--seed-script", type=Path, default=SHARED / "bench" / "seed_alexnet.py")
+    parser.add_argument("--workers", type=int, default=2, help="DataLoader workers of the study pipeline")
+    args = parser.parse_args()
+    if args.steps % EPOCHS:
+        parser.error(f"--steps must be a multiple of {EPOCHS}")
+    if args.checksums and not args.checksums.exists():
+        args.checksums = None
+    with tempfile.TemporaryDirectory(prefix="alexnet-bench-") as tmp:
+        work = Path(tmp)
+        study = study_pipeline(args, work)
+        ours = cifarfw_recipe(args, work)
+    ratio = ours["train_images_per_s_incl_cache"] / study["train_images_per_s"]
+    wall = ours["projected_full_recipe"]["wall_s"]
+    print(
+        json.dumps(
+            {
+                "benchmark": "alexnet_throughput",
+                "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count()},
+                "steps": args.steps,
+                "study_pipeline": study,
+                "cifarfw": ours,
+                "ratio": round(ratio, 2),
+                "ratio_steady": round(ours["steady_images_per_s"] / study["train_images_per_s"], 2),
+                "projected_10_epoch_wall_s": wall,
+                "study_p100_s": STUDY_P100_SECONDS,
+                "goals": {
+                    "ratio_ge_5": ratio >= 5,
+                    "projected_wall_le_600_s": wall <= 600,
+                    "peak_rss_le_6_gib": ours["projected_peak_rss_gib"] <= 6,
+                },
+            },
+            indent=2,
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()
