@@ -24,6 +24,17 @@ install: $(VENV)/.installed
 run: install
 	$(BIN)/cifarfw run --plugin torch-cnn $(DATA_FLAGS) $(RUN_ARGS)
 
+# The whole study in one command: its three models on their study recipes (one that cannot
+# run, e.g. alexnet without its weights offline, is reported and the others still run), then
+# the comparison beside the study's published figures, on screen and as one HTML file.
+STUDY_ROOT ?= runs/study
+STUDY_RECIPE ?= study
+study: install
+	-$(BIN)/cifarfw run --plugin torch-cnn --plugin keras-cnn --plugin alexnet --recipe $(STUDY_RECIPE) \
+		--runs-root $(STUDY_ROOT) $(DATA_FLAGS) $(RUN_ARGS)
+	$(BIN)/cifarfw compare --runs-root $(STUDY_ROOT) --with-study
+	$(BIN)/cifarfw compare --runs-root $(STUDY_ROOT) --with-study --format html --output $(STUDY_ROOT)/compare.html
+
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .

@@ -130,15 +130,19 @@ def session_end(status: str, end_time: float | None = None) -> summary_pb2.Summa
 
 def experiment(runs_hparams: Iterable[Mapping[str, Any]]) -> api_pb2.Experiment:
     """The experiment: every hyperparameter seen (typed; a name seen with several types is a
-    string) and the four shared metrics. No domains, so it stays valid as runs are added."""
+    string; marked when its value differs between runs) and the four shared metrics. No
+    domains, so a TensorBoard that has not reloaded it yet filters no new run out."""
     types: dict[str, int] = {}
+    seen: dict[str, set[str]] = {}
     for hparams in runs_hparams:
         for name, value in hparams.items():
             kind = _data_type(value)
             types[name] = kind if types.get(name, kind) == kind else api_pb2.DATA_TYPE_STRING
+            seen.setdefault(name, set()).add(repr(value))
     exp = api_pb2.Experiment(name="cifarfw", description="cifarfw runs under this runs root")
     for name in sorted(types):
-        exp.hparam_infos.add(name=name, type=types[name])
+        # "differs" puts the hparams that vary first in TensorBoard's table.
+        exp.hparam_infos.add(name=name, type=types[name], differs=len(seen[name]) > 1)
     for tag, display, dataset_type in METRICS:
         exp.metric_infos.add(
             name=api_pb2.MetricName(group="", tag=tag), display_name=display, dataset_type=dataset_type

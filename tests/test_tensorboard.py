@@ -1,0 +1,167 @@
+"""TensorBoard: one HParams experiment over every run under a runs root, read back with
+TensorBoard's own readers; the writer path never imports TensorFlow; `cifarfw tensorboard`."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import pytest
+from conftest import assert_one_line_error
+from test_compare_support import make_failed_run, make_host, make_run
+
+from cifarfw.report import hparams
+
+# Reads a logdir the way TensorBoard's HParams dashboard does: the multiplexer, its data
+# provider, the HParams plugin's backend context and its GetExperiment / ListSessionGroups
+# handlers. A subprocess, with TensorBoard's "no TensorFlow" switch, so the test neither
+# pays for importing TensorFlow nor depends on whether another test already did.
+READER = textwrap.dedent(
+    """
+    import json, sys, types
+    sys.modules["tensorboard.compat.notf"] = types.ModuleType("tensorboard.compat.notf")
+    from google.protobuf import json_format
+    from tensorboard import context
+    from tensorboard.backend.event_processing import data_provider, plugin_event_multiplexer
+    from tensorboard.plugins import base_plugin
+    from tensorboard.plugins.hparams import api_pb2, backend_context, get_experiment, list_session_groups
+
+    root = sys.argv[1]
+    mux = plugin_event_multiplexer.EventMultiplexer()
+    mux.AddRunsFromDirectory(root)
+    mux.Reload()
+    provider = data_provider.MultiplexerDataProvider(mux, root)
+    ctx = backend_context.Context(base_plugin.TBContext(data_provider=provider, logdir=root, multiplexer=mux))
+    request_context = context.RequestContext()
+    experiment = get_experiment.Handler(request_context, ctx, "", api_pb2.GetExperimentRequest()).run()
+    request = api_pb2.ListSessionGroupsRequest(
+        start_index=0, slice_size=100,
+        allowed_statuses=[api_pb2.STATUS_UNKNOWN, api_pb2.STATUS_SUCCESS, api_pb2.STATUS_FAILURE, api_pb2.STATUS_RUNNING],
+    )
+    groups = list_session_groups.Handler(request_context, ctx, "", request).run()
+    images = provider.list_blob_sequences(request_context, experiment_id="", plugin_name="images")
+    texts = provider.list_tensors(request_context, experiment_id="", plugin_name="text")
+    print(json.dumps({
+        "experiment": json_format.MessageToDict(experiment),
+        "groups": json_format.MessageToDict(groups),
+        "images": {run: sorted(tags) for run, tags in images.items()},
+        "texts": {run: sorted(tags) for run, tags in texts.items()},
+        "tensorflow_imported": "tensorflow" in sys.modules,
+    }))
+    """
+)
+
+
+def read_with_tensorboard(root) -> dict:
+    done = subprocess.run([sys.executable, "-c", READER, str(root)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout)
+
+
+@pytest.fixture(scope="module")
+def logdir(tmp_path_factory):
+    """A torch-cnn and a keras-cnn stand-in run (different frameworks and hparams) and a failed run."""
+    root = tmp_path_factory.mktemp("tb-runs")
+    host = make_host()
+    torch_run = make_run(host, root, "torch-cnn", seed=0)
+    keras_run = make_run(host, root, "keras-cnn", seed=3)
+    failed = make_failed_run(host, root)
+    return {"root": root, "torch": torch_run, "keras": keras_run, "failed": failed, "read": read_with_tensorboard(root)}
+
+
+def test_one_hparams_experiment_lists_both_frameworks_with_the_same_metrics(logdir):
+    data = logdir["read"]
+    experiment = data["experiment"]
+    metric_tags = sorted(m["name"]["tag"] for m in experiment["metricInfos"])
+    assert metric_tags == ["accuracy/test", "accuracy/train", "loss/test", "loss/train"]
+    names = {h["name"] for h in experiment["hparamInfos"]}
+    expected = {"plugin", "model", "framework", "recipe", "optimizer", "lr", "batch_size", "epochs"}
+    assert expected | {"precision", "augmentation", "seed", "dataset"} <= names
+    differs = {h["name"] for h in experiment["hparamInfos"] if h.get("differs")}
+    assert {"framework", "augmentation", "lr", "seed"} <= differs and "dataset" not in differs
+    sessions = {s["name"]: (g, s) for g in data["groups"]["sessionGroups"] for s in g["sessions"]}
+    assert set(sessions) == {logdir["torch"].name, logdir["keras"].name, logdir["failed"].name}
+    frameworks = {}
+    for run in ("torch", "keras"):
+        group, session = sessions[logdir[run].name]
+        frameworks[group["hparams"]["framework"]] = group["hparams"]
+        assert session["status"] == "STATUS_SUCCESS"
+        # Every session reports the same four metrics, with the run's final values.
+        values = {m["name"]["tag"]: m["value"] for m in session["metricValues"]}
+        assert sorted(values) == metric_tags
+        final = json.loads((logdir[run] / "run.json").read_text())["final"]
+        assert values["accuracy/test"] == pytest.approx(final["test_acc"])
+        assert values["loss/train"] == pytest.approx(final["train_loss"])
+    assert set(frameworks) == {"torch", "keras"}
+    assert frameworks["torch"]["augmentation"] == "crop (pad 4), flip, brightness 20%"
+    assert frameworks["keras"]["augmentation"] == "none"
+    assert frameworks["keras"]["seed"] == 3 and frameworks["keras"]["lr"] == pytest.approx(0.02)
+    assert frameworks["torch"]["precision"] == "fp64"  # resolved by the trainer, not the config's "auto"
+    _, failed = sessions[logdir["failed"].name]
+    assert failed["status"] == "STATUS_FAILURE"
+
+
+def test_each_run_has_prediction_images_confusion_matrix_and_config_text(logdir):
+    data = logdir["read"]
+    for run in ("torch", "keras"):
+        name = logdir[run].name
+        assert data["images"][name] == ["confusion_matrix", "predictions"]
+        assert "config" in data["texts"][name]
+    assert not data["tensorflow_imported"]
+
+
+WRITER_CHECK = textwrap.dedent(
+    """
+    import sys
+    sys.path.insert(0, sys.argv[2])
+    from test_compare_support import make_host, make_run
+    from cifarfw.report import hparams
+    make_run(make_host(), sys.argv[1], "keras-cnn")
+    hparams.write_experiment(sys.argv[1])
+    print("tensorflow" in sys.modules, "tensorboard.plugins.hparams.summary" in sys.modules)
+    """
+)
+
+
+def test_the_writer_path_never_imports_tensorflow(tmp_path):
+    from pathlib import Path
+
+    tests = Path(__file__).parent
+    done = subprocess.run(
+        [sys.executable, "-c", WRITER_CHECK, str(tmp_path / "runs"), str(tests)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.split()[-2:] == ["False", "False"]
+    assert list((tmp_path / "runs").glob(f"events.out.tfevents.*.{hparams.EXPERIMENT_FILE_TAG}.*"))
+
+
+def test_the_experiment_file_is_rewritten_only_when_its_content_changes(tmp_path):
+    record = {"plugin": "p", "model": "m", "framework": "torch", "config": {"lr": 0.1, "model_options": {}}}
+    first = hparams.write_experiment(tmp_path, extra=[hparams.hparams_of(record)])
+    assert hparams.write_experiment(tmp_path, extra=[hparams.hparams_of(record)]) == first
+    record["config"]["model_options"] = {"freeze": "features"}
+    second = hparams.write_experiment(tmp_path, extra=[hparams.hparams_of(record)])
+    assert second != first and not first.exists() and second.exists()
+
+
+def test_tensorboard_command_starts_tensorboard_on_the_runs_root_on_loopback(logdir, cli, monkeypatch):
+    calls = []
+    monkeypatch.setattr("cifarfw.cli_report.os.execv", lambda path, argv: calls.append(argv))
+    code, _, err = cli("tensorboard", "--runs-root", str(logdir["root"]), "--port", "6123")
+    assert code == 0, err
+    (argv,) = calls
+    assert argv[1:4] == ["-m", "tensorboard.main", "--logdir"]
+    assert argv[4] == str(logdir["root"])
+    assert argv[argv.index("--host") + 1] == "127.0.0.1"
+    assert argv[argv.index("--port") + 1] == "6123"
+    assert "http://127.0.0.1:6123/" in err
+
+
+def test_tensorboard_command_on_a_missing_runs_root_is_one_line(cli, tmp_path):
+    code, _, err = cli("tensorboard", "--runs-root", str(tmp_path / "nowhere"))
+    assert_one_line_error(code, err, "does not exist")
