@@ -374,6 +374,9 @@ def test_unfinished_runs_are_shown_with_their_status_never_averaged(mixed_root, 
     assert cells[("Status", "broken-cnn (study) [failed]")].startswith("failed: RuntimeError: boom")
     assert cells[("Testing accuracy", "broken-cnn (study) [failed]")] == "10.00% (epoch 1)"
     assert any("never averaged" in n for n in notes)
+    (mixed_root["running"] / ".lock").write_text(f"{os.getpid()}\n")  # now a live process holds it
+    _, out, _ = cli("compare", "--runs-root", str(mixed_root["root"]))
+    assert parse_md(out)[0][("Status", "torch-cnn (study) [running]")] == "running (epoch 1 of 2)"
 
 
 def test_schema_zero_records_still_load_and_group_with_their_seeds(mixed_root, study, cli):

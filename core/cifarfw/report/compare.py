@@ -24,7 +24,6 @@ import hashlib
 import io
 import json
 import math
-import os
 import statistics
 import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -34,7 +33,7 @@ from typing import Any
 
 from cifarfw.errors import RunDirError
 from cifarfw.report.hparams import augmentation_summary
-from cifarfw.runs import RECORD, SCHEMA_VERSION, find_run, read_record
+from cifarfw.runs import RECORD, SCHEMA_VERSION, RunLock, _alive, find_run, read_record
 
 FINISHED = "finished"
 
@@ -425,29 +424,12 @@ def _status_cell(entry: RunEntry) -> str:
     done = len(record.get("epochs") or [])
     planned = (record.get("config") or {}).get("epochs", "?")
     if status == "running":
-        owner = _lock_owner(entry.dir)
+        owner = RunLock(entry.dir)._owner()  # the pid in the run's .lock, if any
         alive = owner is not None and _alive(owner)
         return f"running (epoch {done} of {planned})" + ("" if alive else "; no live process, probably killed")
     if status == "failed" and record.get("error"):
         return f"failed: {record['error']}".splitlines()[0][:160]
     return f"{status} (epoch {done} of {planned})"
-
-
-def _lock_owner(run_dir: Path) -> int | None:
-    try:
-        return int((run_dir / ".lock").read_text().strip() or 0) or None
-    except (OSError, ValueError):
-        return None
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _label(entries: Sequence[RunEntry]) -> str:
