@@ -178,12 +178,14 @@ def deterministic_mode(enabled: bool, device: torch.device) -> Iterator[None]:
     previous_benchmark = torch.backends.cudnn.benchmark
     if enabled and device.type == "cuda":
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # cuBLAS needs it to be deterministic
-    torch.use_deterministic_algorithms(enabled)
+    if enabled != previous:  # the call imports torch._inductor (seconds): only when it changes something
+        torch.use_deterministic_algorithms(enabled)
     torch.backends.cudnn.benchmark = device.type == "cuda" and not enabled
     try:
         yield
     finally:
-        torch.use_deterministic_algorithms(previous)
+        if enabled != previous:
+            torch.use_deterministic_algorithms(previous)
         torch.backends.cudnn.benchmark = previous_benchmark
 
 

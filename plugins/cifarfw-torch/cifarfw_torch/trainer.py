@@ -193,7 +193,9 @@ class _Fit:
             self.run.emit("on_epoch_end", epoch=epoch, metrics=metrics)
             if self.config.checkpoint and self.run.is_main:
                 path = checkpoints.save(self.run.checkpoint_dir, epoch, self._state())
-                self.run.emit("on_checkpoint", epoch=epoch, path=str(path))
+                self.run.emit("on_checkpoint", epoch=epoch, path=str(path))  # raises when a stop was asked
+            elif self.run.stop_requested:
+                raise self.run.interrupted()
             if 0 < self.max_steps <= self.global_step:
                 break
         if predictions is None:  # resumed after the last epoch: nothing trained, still report
