@@ -1,0 +1,148 @@
+"""Where and how a Keras run computes: --device and --precision mapped onto TensorFlow.
+
+``validate_config`` runs before any run folder exists and imports TensorFlow only when
+the answer depends on the GPUs present (``--device gpu``, ``--precision fp16``).
+"""
+
+from __future__ import annotations
+
+import functools
+import platform
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from cifarfw.errors import UsageError
+
+if TYPE_CHECKING:
+    from cifarfw.config import RunConfig
+    from cifarfw.specs import ModelSpec
+
+# Keras dtype policy of each cifarfw precision.
+POLICIES = {"fp32": "float32", "bf16": "mixed_bfloat16", "fp16": "mixed_float16"}
+_GPU_RE = re.compile(r"^(?:gpu|cuda)(?::(\d+))?$")
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """The resolved device and precision of one run."""
+
+    device: str  # a TensorFlow device name, "/CPU:0" or "/GPU:N"
+    precision: str  # fp32 | bf16 | fp16
+    accelerator: str  # "cpu" or the GPU's name
+
+    @property
+    def policy(self) -> str:
+        return POLICIES[self.precision]
+
+    @property
+    def on_gpu(self) -> bool:
+        return self.device.startswith("/GPU")
+
+    def describe(self) -> dict[str, Any]:
+        return {"device": self.device, "precision": self.precision}
+
+
+def _cpu_flags() -> set[str]:
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return set()
+    for line in text.splitlines():
+        name, _, value = line.partition(":")
+        if name.strip().lower() in ("flags", "features"):
+            return set(value.split())
+    return set()
+
+
+@functools.cache
+def cpu_has_native_bf16() -> bool:
+    """True when the CPU computes bfloat16 in hardware (AVX512-BF16, AMX, Arm BF16): there
+    TensorFlow's oneDNN kernels make mixed_bfloat16 faster than float32."""
+    flags = _cpu_flags()
+    if flags & {"avx512_bf16", "amx_bf16"}:
+        return True
+    return platform.machine().lower() in ("aarch64", "arm64") and "bf16" in flags
+
+
+def _gpus() -> list[Any]:
+    from cifarfw_keras._tf import tf
+
+    return tf.config.list_physical_devices("GPU")
+
+
+def _gpu_details(gpu: Any) -> dict[str, Any]:
+    from cifarfw_keras._tf import tf
+
+    try:
+        return dict(tf.config.experimental.get_device_details(gpu))
+    except (ValueError, RuntimeError):
+        return {}
+
+
+def resolve_device(requested: str) -> tuple[str, dict[str, Any]]:
+    """``auto``/``cpu``/``gpu[:N]``/``cuda[:N]`` -> (TensorFlow device name, GPU details)."""
+    if requested == "cpu":
+        return "/CPU:0", {}
+    gpus = _gpus()
+    if requested == "auto":
+        return ("/GPU:0", _gpu_details(gpus[0])) if gpus else ("/CPU:0", {})
+    match = _GPU_RE.match(requested)
+    if match is None:  # the core's config check already limits the forms
+        raise UsageError(f"--device {requested}: use auto, cpu, gpu[:N] or cuda[:N]")
+    if not gpus:
+        from cifarfw_keras._tf import tf
+
+        build = "built with CUDA" if tf.test.is_built_with_cuda() else "a CPU-only build"
+        raise UsageError(
+            f"--device {requested}: TensorFlow sees no GPU here (tensorflow {tf.__version__}, {build}); "
+            "use --device cpu or --device auto"
+        )
+    index = int(match.group(1) or 0)
+    if index >= len(gpus):
+        raise UsageError(f"--device {requested}: TensorFlow sees {len(gpus)} GPU(s), numbered 0-{len(gpus) - 1}")
+    return f"/GPU:{index}", _gpu_details(gpus[index])
+
+
+def resolve_precision(requested: str, device: str, gpu: dict[str, Any]) -> str:
+    """The precision used on ``device``; UsageError for one it cannot do well."""
+    if device.startswith("/GPU"):
+        capability = tuple(gpu.get("compute_capability") or (0, 0))
+        bf16_ok = capability >= (8, 0)
+        if requested == "auto":
+            return "bf16" if bf16_ok else "fp16"
+        if requested == "bf16" and not bf16_ok:
+            raise UsageError(
+                f"--precision bf16: {gpu.get('device_name', 'this GPU')} has no bfloat16 support; use fp16, fp32 or auto"
+            )
+        return requested
+    if requested == "fp16":
+        raise UsageError(
+            "--precision fp16 needs a GPU (mixed_float16 with loss scaling); on a CPU use bf16, fp32 or auto"
+        )
+    if requested == "bf16" and not cpu_has_native_bf16():
+        raise UsageError(
+            "--precision bf16: this CPU has no native bfloat16 (avx512_bf16 or amx_bf16), so bf16 would be "
+            "slower than fp32; use --precision fp32 or auto"
+        )
+    if requested == "auto":
+        return "bf16" if cpu_has_native_bf16() else "fp32"
+    return requested
+
+
+def resolve(config: RunConfig) -> Runtime:
+    device, gpu = resolve_device(config.device)
+    precision = resolve_precision(config.precision, device, gpu)
+    return Runtime(device, precision, gpu.get("device_name", "GPU") if gpu else "cpu")
+
+
+def validate_config(config: RunConfig, model: ModelSpec) -> None:
+    """Everything the keras trainer refuses, checked before any run folder exists."""
+    if config.nesterov and (config.optimizer != "sgd" or config.momentum <= 0):
+        raise UsageError("nesterov needs --optimizer sgd and --momentum > 0")
+    # Only the GPU-dependent answers need TensorFlow (seconds to import): auto/auto needs none.
+    if config.device == "cpu":
+        resolve_precision(config.precision, "/CPU:0", {})
+    elif config.device != "auto" or config.precision != "auto":
+        resolve(config)
