@@ -13,7 +13,7 @@ from torch import nn
 from cifarfw.plugins import PluginHost
 from cifarfw.specs import IMAGENET_MEAN, IMAGENET_STD
 from cifarfw_alexnet import plugin
-from cifarfw_alexnet.model import FREEZE_POLICIES, StudyAlexNet, count_parameters
+from cifarfw_alexnet.model import FREEZE_POLICIES, CastCachingLinear, StudyAlexNet, count_parameters
 
 TOTAL = 44_428_106  # features 2,469,696 + classifier 41,958,410
 
@@ -27,7 +27,8 @@ def models() -> dict[str, StudyAlexNet]:
 def test_classifier_is_the_studys_exactly(models):
     classifier = models["study"].classifier
     kinds = [type(layer) for layer in classifier]
-    assert kinds == [nn.Dropout, nn.Linear, nn.ReLU, nn.Dropout, nn.Linear, nn.ReLU, nn.Linear]
+    assert kinds == [nn.Dropout, CastCachingLinear, nn.ReLU, nn.Dropout, nn.Linear, nn.ReLU, nn.Linear]
+    assert issubclass(CastCachingLinear, nn.Linear)
     assert [classifier[i].p for i in (0, 3)] == [0.5, 0.5]
     shapes = [(classifier[i].in_features, classifier[i].out_features) for i in (1, 4, 6)]
     assert shapes == [(9216, 4096), (4096, 1024), (1024, 10)]
@@ -92,6 +93,29 @@ def test_head_is_random_in_training_so_the_cache_stops_before_it(models):
 
 def test_no_split_when_the_prefix_trains(models):
     assert models["none"].cifarfw_split() is None
+
+
+def test_cast_caching_linear_gives_autocasts_values_and_follows_weight_changes():
+    torch.manual_seed(2)
+    cached = CastCachingLinear(64, 32).requires_grad_(False)
+    plain = nn.Linear(64, 32).requires_grad_(False)
+    plain.load_state_dict(cached.state_dict())
+    x = torch.randn(8, 64)
+    torch.testing.assert_close(cached(x), plain(x), rtol=0, atol=0)  # no autocast: plain nn.Linear
+    for _ in range(2):  # the second call uses the kept copy
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out, expected = cached(x), plain(x)
+        assert out.dtype == expected.dtype == torch.bfloat16
+        torch.testing.assert_close(out, expected, rtol=0, atol=0)
+    with torch.no_grad():
+        cached.weight.mul_(2)  # an in-place change (as load_state_dict makes) invalidates the copy
+        plain.weight.mul_(2)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        torch.testing.assert_close(cached(x), plain(x), rtol=0, atol=0)
+    cached.requires_grad_(True)  # trainable: autocast's own path, gradients flow
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        cached(x).float().sum().backward()
+    assert cached.weight.grad is not None
 
 
 def test_registered_spec():

@@ -96,11 +96,15 @@ def test_wrong_shape_is_refused(tmp_path, features_state):
 
 
 def test_other_classifier_is_refused(tmp_path, features_state):
+    state = {**features_state, "classifier.6.weight": torch.zeros(100, 1024), "classifier.6.bias": torch.zeros(100)}
     path = tmp_path / "hundred-classes.pth"
-    torch.save(StudyAlexNet(100).state_dict(), path)
+    torch.save(state, path)
     with pytest.raises(WeightsError) as err:
         build(10, {"weights": str(path)})
-    assert f"weights file {path} has classifier.6.bias of shape [100]" in one_line(err)
+    assert one_line(err) == (
+        f"weights file {path} has classifier.6.bias of shape [100], but this model's is [10] "
+        "and it is not torchvision's ImageNet classifier either"
+    )
 
 
 @pytest.mark.parametrize(
