@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import pytest
 import torch
-from conftest import NaNNet, TinyNet
+from torch_trainer_helpers import NaNNet, TinyNet, settings
 
 from cifarfw import runner
 from cifarfw.config import RunConfig
@@ -156,16 +156,12 @@ def test_test_time_augmentation_runs(fit):
     ],
 )
 def test_validate_refuses_what_this_machine_cannot_do(host, tmp_path, overrides, message):
-    from conftest import settings
-
     with pytest.raises(UsageError, match=message):
         runner.resolve(host, "tiny", None, {}, settings(tmp_path, **overrides))
     assert not (tmp_path / "runs").exists()  # refused before any run folder
 
 
 def test_bf16_is_refused_where_the_cpu_lacks_it(host, tmp_path, monkeypatch):
-    from conftest import settings
-
     from cifarfw_torch import runtime
 
     monkeypatch.setattr(runtime, "cpu_bf16_native", lambda: False)

@@ -1,0 +1,131 @@
+"""The torch-cnn plugin: the study's network exactly, its recipe, an end-to-end run, bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from cifarfw.plugins import PluginHost
+
+CIFARFW = [sys.executable, "-m", "cifarfw"]
+
+
+def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CIFARFW_")}
+    return subprocess.run([*CIFARFW, *args], capture_output=True, text=True, cwd=cwd, env=env, timeout=300)
+
+
+def one_line_error(result: subprocess.CompletedProcess) -> str:
+    lines = [line for line in result.stderr.splitlines() if line.strip() and not line.startswith("warning:")]
+    assert result.returncode != 0, result.stderr
+    assert "Traceback" not in result.stderr, result.stderr
+    assert len(lines) == 1 and lines[0].startswith("Error: "), result.stderr
+    return lines[0]
+
+
+def test_exactly_the_study_network():
+    from cifarfw_torch_cnn.model import StudyCNN
+
+    model = StudyCNN()
+    assert sum(p.numel() for p in model.parameters()) == 350_366
+    shapes = {name: tuple(p.shape) for name, p in model.named_parameters()}
+    assert shapes == {
+        "conv1.weight": (32, 3, 3, 3),
+        "bn1.weight": (32,),
+        "bn1.bias": (32,),
+        "conv2.weight": (64, 32, 3, 3),
+        "bn2.weight": (64,),
+        "bn2.bias": (64,),
+        "conv3.weight": (128, 64, 3, 3),
+        "bn3.weight": (128,),
+        "bn3.bias": (128,),
+        "fc1.weight": (120, 2048),
+        "fc1.bias": (120,),
+        "fc2.weight": (84, 120),
+        "fc2.bias": (84,),
+        "fc3.weight": (10, 84),
+        "fc3.bias": (10,),
+    }
+    assert model.dropout.p == 0.5
+    assert model(torch.zeros(2, 3, 32, 32)).shape == (2, 10)
+
+
+def test_registered_with_the_study_recipe():
+    host = PluginHost()
+    plugin, spec = host.resolve_model("torch-cnn", None)
+    assert plugin == "torch-cnn" and spec.framework == "torch" and spec.input_size == 32
+    recipe = spec.recipe(None)
+    assert (recipe["epochs"], recipe["batch_size"], recipe["optimizer"], recipe["lr"]) == (20, 64, "adam", 0.01)
+    assert recipe["augment"] == {"crop_padding": 4, "flip": True, "brightness": 0.2}
+    assert "torch" in host.trainers
+
+
+def test_end_to_end_run_writes_record_and_tensorboard(tmp_path):
+    result = run_cli(
+        "run",
+        "--plugin",
+        "torch-cnn",
+        "--dataset",
+        "synthetic",
+        "--set",
+        "dataset_options.train_size=128",
+        "--set",
+        "dataset_options.test_size=64",
+        "--epochs",
+        "2",
+        "--precision",
+        "fp32",  # bf16 is trained in cifarfw-torch's tests; its first steps here cost seconds of kernel set-up
+        "--runs-root",
+        str(tmp_path / "runs"),
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr
+    (run_dir,) = (p for p in (tmp_path / "runs").iterdir() if p.is_dir())
+    record = json.loads((run_dir / "run.json").read_text())
+    assert record["status"] == "finished" and record["recipe"] == "study"
+    assert record["params"] == {"total": 350_366, "trainable": 350_366}
+    assert [e["epoch"] for e in record["epochs"]] == [1, 2]
+    assert record["final"]["test_acc"] == record["epochs"][-1]["test_acc"]
+    assert record["resolved"]["device"] == "cpu" and record["resolved"]["precision"] == "fp32"
+    assert record["checkpoint"]["epoch"] == 2 and Path(record["checkpoint"]["path"]).is_file()
+
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(run_dir), size_guidance={"scalars": 0, "images": 0})
+    events.Reload()
+    tags = events.Tags()
+    for tag in ("loss/train", "loss/test", "accuracy/train", "accuracy/test", "lr", "time/epoch_s"):
+        assert [e.step for e in events.Scalars(tag)] == [1, 2], tag
+    assert {"predictions", "confusion_matrix"} <= set(tags["images"])
+    assert tags["graph"] is True
+    ops = {node.op for node in events.Graph().node}
+    assert {"aten::_convolution_mode", "aten::batch_norm", "aten::linear"} <= ops
+
+
+@pytest.mark.parametrize(
+    ("flags", "fragment"),
+    [
+        (("--device", "cuda"), "no CUDA device is available"),
+        (("--precision", "fp16"), "--precision fp16 needs a CUDA device"),
+    ],
+)
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
+def test_bad_input_is_one_line_and_nonzero(tmp_path, monkeypatch, capsys, flags, fragment):
+    from cifarfw.cli import main
+
+    for var in [v for v in os.environ if v.startswith("CIFARFW_")]:
+        monkeypatch.delenv(var)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["run", "--plugin", "torch-cnn", "--dataset", "synthetic", *flags])
+    err = capsys.readouterr().err
+    result = subprocess.CompletedProcess([], exit_info.value.code, "", err)
+    assert fragment in one_line_error(result)
+    assert result.returncode == 2
+    assert not (tmp_path / "runs").exists()
