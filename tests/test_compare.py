@@ -321,6 +321,7 @@ def test_run_with_several_plugins_ends_with_the_comparison(cli, entry_points, tm
     code, out, err = cli(
         "run", "--plugin", "torch-cnn", "--plugin", "keras-cnn", "--runs-root", str(root),
         "--set", "dataset_options.train_size=200", "--set", "dataset_options.test_size=100",
+        "--set", "prediction_samples=8",
     )  # fmt: skip
     assert code == 0, err
     table = out[out.index("Comparison of these runs") :]
