@@ -42,16 +42,26 @@ SHARED = ROOT.parent / "shared"
 FULL_TRAIN, FULL_TEST, EPOCHS, BATCH = 50_000, 10_000, 10, 64
 STUDY_P100_SECONDS = 740.0
 GIB = 1024**3
+LOAD: dict[str, list[float]] = {}  # 1-minute load average before and after each side
+
+
+def cpu_name() -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() else []:
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
 
 
 def measured(cmd: list[str], log: Path) -> tuple[float, int, int, str]:
     """Run ``cmd``; return (wall seconds, peak RSS bytes of it and its children, exit code, stdout)."""
     out_path, err_path = log.with_suffix(".out"), log.with_suffix(".err")
+    LOAD[log.name] = [round(os.getloadavg()[0], 1)]  # other work on the machine slows either side
     with out_path.open("w") as out, err_path.open("w") as err:
         started = time.perf_counter()
         proc = subprocess.Popen(cmd, stdout=out, stderr=err, cwd=ROOT)
         _, status, usage = os.wait4(proc.pid, 0)  # the child's own rusage, high-water RSS included
         wall = time.perf_counter() - started
+    LOAD[log.name].append(round(os.getloadavg()[0], 1))
     proc.returncode = os.waitstatus_to_exitcode(status)
     if proc.returncode != 0:
         sys.exit(f"{cmd[1]} failed ({proc.returncode}): {err_path.read_text()[-2000:]}")
@@ -155,7 +165,7 @@ def main() -> None:
         json.dumps(
             {
                 "benchmark": "alexnet_throughput",
-                "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count()},
+                "machine": {"cpu": cpu_name(), "cores": os.cpu_count(), "load_avg_1m_before_after": LOAD},
                 "steps": args.steps,
                 "study_pipeline": study,
                 "cifarfw": ours,
