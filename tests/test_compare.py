@@ -436,3 +436,20 @@ def test_a_single_run_is_compared_alone(cli, capsys, tmp_path):
     assert rows[0] == ["Metric", "torch-cnn (study)"]
     assert dict((r[0], r[1]) for r in rows)["Runs"] == run_dir.name
     assert dict((r[0], r[1]) for r in rows)["Directly comparable"] == "yes"
+
+
+def test_a_nan_run_is_shown_as_nan_and_the_json_stays_valid(study, cli, tmp_path):
+    run_dir = tmp_path / "runs" / "20990101-000000-keras-cnn-s9-0000"
+    shutil.copytree(study["dirs"][2], run_dir)
+    record = json.loads((run_dir / "run.json").read_text())
+    record.update(status="nan", final=None, seed=9)
+    record["epochs"][-1]["train_loss"] = float("nan")
+    (run_dir / "run.json").write_text(json.dumps(record))
+    code, out, err = cli("compare", "--runs-root", str(tmp_path / "runs"), "--format", "json")
+    assert code == 0, err
+    data = json.loads(out, parse_constant=lambda name: pytest.fail(f"{name} is not JSON"))
+    (column,) = data["columns"]
+    assert column["status"] == "nan" and column["stats"]["train_loss"]["mean"] == "nan"
+    cells = {row["key"]: row["cells"][column["key"]] for row in data["rows"]}
+    assert cells["status"] == "nan (epoch 2 of 2)"
+    assert cells["train_loss"] == "nan (epoch 2)"

@@ -606,7 +606,7 @@ def to_dict(table: Comparison) -> dict[str, Any]:
                 "status": c.status,
                 "group": c.group,
                 "runs": [{"id": e.id, "seed": e.record.get("seed"), "status": e.status} for e in c.runs],
-                "stats": c.stats,
+                "stats": {row: {k: _finite_or_text(v) for k, v in stat.items()} for row, stat in c.stats.items()},
             }
             for c in table.columns
         ],
@@ -616,6 +616,11 @@ def to_dict(table: Comparison) -> dict[str, Any]:
         ],
         "notes": list(table.notes),
     }
+
+
+def _finite_or_text(value: Any) -> Any:
+    """NaN and infinities as text: JSON has no number for them."""
+    return str(value) if isinstance(value, float) and not math.isfinite(value) else value
 
 
 def to_json(table: Comparison) -> str:
