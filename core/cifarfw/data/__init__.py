@@ -73,6 +73,7 @@ class Dataset:
             "train_images": len(self.train),
             "test_images": len(self.test),
             "classes": len(self.class_names),
+            "class_names": list(self.class_names),
             "image_shape": list(self.train.images.shape[1:]),
             **self.info,
         }
