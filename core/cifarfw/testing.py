@@ -303,11 +303,25 @@ class TorchAdapter:
 
         return torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2)))
 
+    @staticmethod
+    @contextmanager
+    def _one_thread() -> Iterator[None]:
+        """The kit's batches are tiny: one thread is faster than several that contend
+        (several times faster on a busy machine)."""
+        import torch
+
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            yield
+        finally:
+            torch.set_num_threads(threads)
+
     def forward(self, model: Any, images: np.ndarray) -> np.ndarray:
         import torch
 
         model.eval()
-        with torch.no_grad():
+        with self._one_thread(), torch.no_grad():
             out = model(self._tensor(images))
         return out.float().numpy()
 
@@ -328,24 +342,24 @@ class TorchAdapter:
         model.train()
 
         def loss_now() -> float:
-            torch.manual_seed(0)  # the same dropout masks each time: a deterministic loss
-            with torch.no_grad():
+            with torch.random.fork_rng(devices=[]), torch.no_grad():
+                torch.manual_seed(0)  # the same dropout masks each time: a deterministic loss
                 return float(F.cross_entropy(model(x).float(), y))
 
-        before = loss_now()
-        for _ in range(steps):
-            optimizer.zero_grad()
-            F.cross_entropy(model(x).float(), y).backward()
-            optimizer.step()
-        return before, loss_now()
+        with self._one_thread():
+            before = loss_now()
+            for _ in range(steps):
+                optimizer.zero_grad()
+                F.cross_entropy(model(x).float(), y).backward()
+                optimizer.step()
+            return before, loss_now()
 
 
 class KerasAdapter:
     """keras.Model models: NHWC float arrays; outputs may be logits or probabilities."""
 
     def build(self, spec: ModelSpec, num_classes: int, options: Mapping[str, Any]) -> Any:
-        import keras
-
+        keras = _keras()
         model = spec.factory(num_classes=num_classes, options=dict(options))
         if not isinstance(model, keras.Model):
             raise ContractError(f"model {spec.name!r}: the factory returned {type(model).__name__}, not a keras.Model")
@@ -361,8 +375,7 @@ class KerasAdapter:
         return int(model.count_params()), trainable
 
     def loss_before_after(self, model: Any, images: np.ndarray, labels: np.ndarray, steps: int) -> tuple[float, float]:
-        import keras
-
+        keras = _keras()
         out = self.forward(model, images)
         probabilities = bool(np.all(out >= 0) and np.allclose(out.sum(axis=1), 1, atol=1e-3))
         loss = keras.losses.SparseCategoricalCrossentropy(from_logits=not probabilities)
@@ -375,6 +388,20 @@ class KerasAdapter:
         for _ in range(steps):
             model.train_on_batch(images, labels)
         return before, loss_now()
+
+
+def _keras() -> Any:
+    """Keras as the keras trainer imports it, when installed: TensorFlow backend, quiet logs,
+    and torch's triton loaded before TensorFlow (the other order crashes the process when
+    both frameworks are installed)."""
+    import importlib
+
+    try:
+        return importlib.import_module("cifarfw_keras._tf").keras
+    except ImportError:
+        import keras
+
+        return keras
 
 
 ADAPTERS: dict[str, Callable[[], FrameworkAdapter]] = {"torch": TorchAdapter, "keras": KerasAdapter}
