@@ -64,11 +64,13 @@ __all__ = [
     "ContractError",
     "ContractReport",
     "FrameworkAdapter",
+    "KitSettings",
     "ModelPluginContract",
     "PluginUnderTest",
     "check_hooks",
     "check_import_is_light",
     "check_model_plugin",
+    "check_params",
     "check_recipes",
     "check_trainer_run",
     "declared_hook_api",
@@ -369,8 +371,6 @@ class KerasAdapter:
         return np.asarray(model(images, training=False), dtype=np.float32)
 
     def count_params(self, model: Any) -> tuple[int, int]:
-        import numpy as np
-
         trainable = sum(int(np.prod(w.shape)) for w in model.trainable_weights)
         return int(model.count_params()), trainable
 
@@ -653,6 +653,21 @@ def _check_record(spec: ModelSpec, record: Mapping[str, Any], epochs: int, expec
 # --- everything at once ----------------------------------------------------------------------
 
 
+def check_params(
+    adapter: FrameworkAdapter, model: Any, spec: ModelSpec, expected: Mapping[str, int] | None
+) -> tuple[int, int]:
+    """The model's (total, trainable) parameter counts; checked against ``expected`` when given."""
+    total, trainable = adapter.count_params(model)
+    if expected is not None:
+        want = (expected.get("total", total), expected.get("trainable", trainable))
+        if (total, trainable) != want:
+            raise ContractError(
+                f"model {spec.name!r} has {total:,} parameters ({trainable:,} trainable), expected "
+                f"{want[0]:,} ({want[1]:,} trainable)"
+            )
+    return total, trainable
+
+
 @dataclass
 class CheckResult:
     name: str  # "registration", "forward[mine]", ...
@@ -681,145 +696,119 @@ class ContractReport:
         return "\n".join(lines)
 
 
+@dataclass
+class KitSettings:
+    """How :func:`check_model_plugin` checks each model (its keyword arguments)."""
+
+    options: Mapping[str, Any] = field(default_factory=dict)
+    adapter: FrameworkAdapter | None = None
+    expected_params: Mapping[str, int] | None = None
+    learn_batch: int = 20
+    learn_steps: int = 8
+    epochs: int = 1
+    train_size: int = 60
+    test_size: int = 30
+    runs_root: str | os.PathLike | None = None
+
+
+class _Checks:
+    """Runs named checks into a report: a failure is recorded and the others still run."""
+
+    def __init__(self, report: ContractReport, skip: Sequence[str]) -> None:
+        self.report, self.skip = report, set(skip)
+
+    def attempt(self, check: str, fn: Callable[[], str | None]) -> bool:
+        if check.split("[")[0] in self.skip:
+            self.report.results.append(CheckResult(check, None, "skipped on request"))
+            return True
+        try:
+            detail = fn()
+        except ContractError as err:
+            self.report.results.append(CheckResult(check, False, str(err)))
+            return False
+        except Exception as err:
+            self.report.results.append(CheckResult(check, False, f"{type(err).__name__}: {err}"))
+            return False
+        self.report.results.append(CheckResult(check, True, detail or ""))
+        return True
+
+    def skipped(self, check: str, why: str) -> None:
+        self.report.results.append(CheckResult(check, None, why))
+
+
 def check_model_plugin(
     plugin: str | object,
     model: str | None = None,
     *,
     name: str | None = None,
-    options: Mapping[str, Any] | None = None,
-    runs_root: str | os.PathLike | None = None,
-    adapter: FrameworkAdapter | None = None,
-    expected_params: Mapping[str, int] | None = None,
-    learn_batch: int = 20,
-    learn_steps: int = 8,
-    epochs: int = 1,
-    train_size: int = 60,
-    test_size: int = 30,
     skip: Sequence[str] = (),
     raise_on_failure: bool = True,
+    **settings: Any,
 ) -> ContractReport:
     """Run every check on ``plugin`` (entry-point name, module name, module or object) and
     its ``model`` (default: every model it registers).
 
-    ``options`` are model options for the checks (e.g. ``{"weights": "none"}`` to avoid a
-    download); ``expected_params`` (``{"total": n, "trainable": m}``) pins the parameter
-    counts; ``skip`` names checks not to run (``"light-import"``, ``"learns"``,
+    Keyword arguments (see :class:`KitSettings`): ``options``, model options for the checks
+    (e.g. ``{"weights": "none"}`` to avoid a download); ``expected_params``
+    (``{"total": n, "trainable": m}``) pins the parameter counts; ``adapter`` for a
+    framework other than torch and keras; ``learn_batch``/``learn_steps``;
+    ``epochs``/``train_size``/``test_size`` of the trainer run; ``runs_root`` (default: a
+    temporary folder). ``skip`` names checks not to run (``"light-import"``, ``"learns"``,
     ``"trainer-run"``, ...). Raises :class:`ContractError` listing the failures unless
     ``raise_on_failure`` is false; returns the report.
     """
+    kit = KitSettings(**settings)
     report = ContractReport(plugin if isinstance(plugin, str) else _module_name(plugin))
-
-    def attempt(check: str, fn: Callable[[], str | None]) -> bool:
-        base = check.split("[")[0]
-        if base in skip:
-            report.results.append(CheckResult(check, None, "skipped on request"))
-            return True
-        try:
-            detail = fn()
-        except ContractError as err:
-            report.results.append(CheckResult(check, False, str(err)))
-            return False
-        except Exception as err:
-            report.results.append(CheckResult(check, False, f"{type(err).__name__}: {err}"))
-            return False
-        report.results.append(CheckResult(check, True, detail or ""))
-        return True
-
-    holder: dict[str, PluginUnderTest] = {}
+    checks = _Checks(report, skip)
+    loaded: list[PluginUnderTest] = []
 
     def register() -> str:
-        holder["put"] = load_plugin(plugin, name)
-        put = holder["put"]
-        report.plugin = put.name
-        return "registers " + ", ".join(f"model:{m.name}" for m in put.models)
+        loaded.append(load_plugin(plugin, name))
+        report.plugin = loaded[0].name
+        return "registers " + ", ".join(f"model:{m.name}" for m in loaded[0].models)
 
-    if attempt("registration", register):
-        put = holder["put"]
-        attempt("hooks", lambda: check_hooks(put.obj))
-        attempt("light-import", lambda: check_import_is_light(put.obj))
-        specs = [put.model(model)] if model else put.models
-        for spec in specs:
-            _check_one_model(
-                spec,
-                put,
-                attempt,
-                report,
-                options or {},
-                adapter,
-                expected_params,
-                learn_batch,
-                learn_steps,
-                epochs,
-                train_size,
-                test_size,
-                runs_root,
-            )
+    if checks.attempt("registration", register):
+        put = loaded[0]
+        checks.attempt("hooks", lambda: check_hooks(put.obj))
+        checks.attempt("light-import", lambda: check_import_is_light(put.obj))
+        for spec in [put.model(model)] if model else put.models:
+            _check_one_model(checks, put, spec, kit)
     if raise_on_failure and not report.ok:
         raise ContractError(str(report))
     return report
 
 
-def _check_one_model(
-    spec: ModelSpec,
-    put: PluginUnderTest,
-    attempt: Callable[[str, Callable[[], str | None]], bool],
-    report: ContractReport,
-    options: Mapping[str, Any],
-    adapter: FrameworkAdapter | None,
-    expected_params: Mapping[str, int] | None,
-    learn_batch: int,
-    learn_steps: int,
-    epochs: int,
-    train_size: int,
-    test_size: int,
-    runs_root: str | os.PathLike | None,
-) -> None:
+def _check_one_model(checks: _Checks, put: PluginUnderTest, spec: ModelSpec, kit: KitSettings) -> None:
     from cifarfw.config import resolve_model_options
 
     tag = f"[{spec.name}]"
-    resolved = resolve_model_options(spec, options)
-    fw = _adapter(spec.framework, adapter)
-    counts: dict[str, tuple[int, int]] = {}
+    resolved = resolve_model_options(spec, kit.options)
+    fw = _adapter(spec.framework, kit.adapter)
+    counts: list[tuple[int, int]] = []
     if fw is None:
         for check in ("forward", "learns"):
-            report.results.append(CheckResult(check + tag, None, f"no adapter for framework {spec.framework!r}"))
+            checks.skipped(check + tag, f"no adapter for framework {spec.framework!r}")
     else:
 
         def forward() -> str:
-            built = check_forward(fw, spec, resolved)
-            counts["params"] = fw.count_params(built)
-            total, trainable = counts["params"]
-            if expected_params is not None:
-                want = (expected_params.get("total", total), expected_params.get("trainable", trainable))
-                if (total, trainable) != want:
-                    raise ContractError(
-                        f"model {spec.name!r} has {total:,} parameters ({trainable:,} trainable), expected "
-                        f"{want[0]:,} ({want[1]:,} trainable)"
-                    )
+            counts.append(check_params(fw, check_forward(fw, spec, resolved), spec, kit.expected_params))
+            total, trainable = counts[0]
             return (
                 f"{spec.input_size}x{spec.input_size} -> (4, {NUM_CLASSES}); {total:,} params ({trainable:,} trainable)"
             )
 
-        attempt("forward" + tag, forward)
-        attempt("learns" + tag, lambda: check_learns(fw, spec, resolved, learn_batch, learn_steps))
-    attempt("recipes" + tag, lambda: "validate: " + (", ".join(check_recipes(put, spec, options)) or "none"))
+        checks.attempt("forward" + tag, forward)
+        checks.attempt("learns" + tag, lambda: check_learns(fw, spec, resolved, kit.learn_batch, kit.learn_steps))
+    checks.attempt("recipes" + tag, lambda: "validate: " + (", ".join(check_recipes(put, spec, kit.options)) or "none"))
 
     def run() -> str:
-        total = counts["params"][0] if "params" in counts else None
         record = check_trainer_run(
-            put,
-            spec,
-            options,
-            runs_root,
-            epochs=epochs,
-            train_size=train_size,
-            test_size=test_size,
-            expected_total_params=total,
-        )
-        last = record["epochs"][-1]
-        return f"run.json params {record['params']}, test_acc {last['test_acc']:.3f}"
+            put, spec, kit.options, kit.runs_root, epochs=kit.epochs, train_size=kit.train_size,
+            test_size=kit.test_size, expected_total_params=counts[0][0] if counts else None,
+        )  # fmt: skip
+        return f"run.json params {record['params']}, test_acc {record['epochs'][-1]['test_acc']:.3f}"
 
-    attempt("trainer-run" + tag, run)
+    checks.attempt("trainer-run" + tag, run)
 
 
 # --- pytest ------------------------------------------------------------------------------------
@@ -875,10 +864,7 @@ class ModelPluginContract:
         put = self._put()
         for spec in self._specs(put):
             fw = self._fw(spec)
-            built = check_forward(fw, spec, self._options(spec))
-            if self.expected_params is not None:
-                total, trainable = fw.count_params(built)
-                assert {"total": total, "trainable": trainable} == dict(self.expected_params)
+            check_params(fw, check_forward(fw, spec, self._options(spec)), spec, self.expected_params)
 
     def test_learns(self) -> None:
         put = self._put()
@@ -896,11 +882,6 @@ class ModelPluginContract:
             fw = _adapter(spec.framework, self.adapter)
             total = fw.count_params(check_forward(fw, spec, self._options(spec)))[0] if fw else None
             check_trainer_run(
-                put,
-                spec,
-                self.options,
-                tmp_path / spec.name,
-                train_size=self.train_size,
-                test_size=self.test_size,
-                expected_total_params=total,
-            )
+                put, spec, self.options, tmp_path / spec.name, train_size=self.train_size,
+                test_size=self.test_size, expected_total_params=total,
+            )  # fmt: skip
