@@ -212,3 +212,43 @@ def test_slug_follows_github():
     assert slug("Weights (AlexNet) and offline use") == "weights-alexnet-and-offline-use"
     assert slug("`cifarfw plugins check`") == "cifarfw-plugins-check"
     assert slug("Get listed in registry.toml") == "get-listed-in-registrytoml"
+
+
+# --- the plugin guide's worked example works as written ----------------------------------------------
+
+
+def guide_block(heading: str, language: str) -> str:
+    """The first ``language`` code block under ``### heading`` in docs/plugin-guide.md."""
+    body = section((DOCS / "plugin-guide.md").read_text(encoding="utf-8"), re.escape(heading))
+    match = re.search(rf"^```{language}\n(.*?)^```", body, flags=re.S | re.M)
+    assert match, f"docs/plugin-guide.md: no {language} block under {heading!r}"
+    return match.group(1)
+
+
+def test_plugin_guide_torch_example_registers_and_builds(tmp_path, monkeypatch, clean_env):
+    torch = pytest.importorskip("torch")
+    import tomllib
+
+    project = tomllib.loads(guide_block("pyproject.toml", "toml"))
+    assert project["project"]["entry-points"]["cifarfw"] == {"mine": "cifarfw_mine.plugin"}
+    package = tmp_path / "cifarfw_mine"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "plugin.py").write_text(guide_block("cifarfw_mine/plugin.py", "python"))
+    (package / "model.py").write_text(guide_block("cifarfw_mine/model.py", "python"))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import cifarfw_mine.plugin as plugin
+
+    from cifarfw.config import build
+    from cifarfw.plugins import PluginHost
+
+    host = PluginHost(load_entry_points=False)
+    host.add(plugin, "mine")
+    _, spec = host.resolve_model("mine", None)
+    assert host.plugins["mine"].status == "ok" and (spec.name, spec.framework) == ("mine", "torch")
+    for recipe in spec.recipes:  # each recipe is a valid config layer; the option converts to int
+        config = build([("recipe", spec.recipes[recipe]), ("flags", {"model_options": {"width": "16"}})], spec)
+        assert config.model_options == {"width": 16}
+    model = spec.factory(num_classes=10, options={"width": 16})
+    assert tuple(model(torch.zeros(2, 3, 32, 32)).shape) == (2, 10)
+    assert "torch" not in plugin.__dict__  # the plugin module itself imports no torch
