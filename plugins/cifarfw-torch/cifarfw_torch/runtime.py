@@ -163,6 +163,47 @@ def validate_config(config: RunConfig, model: ModelSpec) -> None:
         )
 
 
+THREADS_ENV = "CIFARFW_TORCH_THREADS"
+
+
+def choose_threads() -> tuple[int, str]:
+    """Intra-op CPU threads for a run, and why.
+
+    ``CIFARFW_TORCH_THREADS=N`` (or ``OMP_NUM_THREADS``) decides when set. Otherwise torch's
+    default (one per core) is used unless other processes already keep the cores busy
+    (1-minute load average): every parallel op ends in a barrier, and a barrier that waits
+    for a thread the OS has descheduled costs a time slice, so an oversubscribed machine
+    runs a 2-thread training many times slower than a 1-thread one. Then the run takes the
+    cores left free, at least one.
+    """
+    wanted = os.environ.get(THREADS_ENV, "").strip()
+    if wanted and wanted != "auto":
+        try:
+            return max(1, int(wanted)), THREADS_ENV
+        except ValueError:
+            raise UsageError(f"{THREADS_ENV} must be a positive integer or auto, got {wanted!r}") from None
+    default = torch.get_num_threads()
+    if os.environ.get("OMP_NUM_THREADS") or not hasattr(os, "getloadavg"):
+        return default, "default"
+    busy = os.getloadavg()[0]
+    free = max(1, min(default, int((os.cpu_count() or default) - busy + 0.5)))
+    if free < default:
+        return free, f"load average {busy:.1f}"
+    return default, "default"
+
+
+@contextlib.contextmanager
+def cpu_threads(device: torch.device) -> Iterator[tuple[int, str]]:
+    """Use :func:`choose_threads` threads for the run's duration (CPU runs), then restore."""
+    previous = torch.get_num_threads()
+    threads, why = choose_threads() if device.type == "cpu" else (previous, "default")
+    torch.set_num_threads(threads)
+    try:
+        yield threads, why
+    finally:
+        torch.set_num_threads(previous)
+
+
 def seed_everything(seed: int) -> None:
     """Seed Python's, numpy's and torch's global generators (model init, dropout)."""
     random.seed(seed)

@@ -44,7 +44,14 @@ from cifarfw_torch import checkpoints, features
 from cifarfw_torch.graph import try_model_graph
 from cifarfw_torch.optim import make_optimizer, make_scheduler
 from cifarfw_torch.pipeline import BatchPipeline, DeviceSplit, EpochDraw, draw_epoch
-from cifarfw_torch.runtime import Runtime, deterministic_mode, epoch_generator, resolve, seed_everything
+from cifarfw_torch.runtime import (
+    Runtime,
+    cpu_threads,
+    deterministic_mode,
+    epoch_generator,
+    resolve,
+    seed_everything,
+)
 
 PROGRESS_EVERY = 10  # steps between on_train_progress events (and NaN checks)
 
@@ -77,25 +84,26 @@ class TorchTrainer:
 
     def fit(self, run: Run) -> RunResult:
         runtime = resolve(run.config)
-        with deterministic_mode(run.config.deterministic, runtime.device):
-            return _Fit(run, runtime, self.max_steps).train()
+        with deterministic_mode(run.config.deterministic, runtime.device), cpu_threads(runtime.device) as threads:
+            return _Fit(run, runtime, self.max_steps, threads).train()
 
 
 class _Fit:
     """The state of one training run."""
 
-    def __init__(self, run: Run, runtime: Runtime, max_steps: int) -> None:
+    def __init__(self, run: Run, runtime: Runtime, max_steps: int, threads: tuple[int, str]) -> None:
         self.run = run
         self.config = config = run.config
         self.runtime = runtime
         self.max_steps = max_steps
         self.global_step = 0
+        self.images_trained = 0  # by this process (a resumed run counts from its restart)
         self.history: list[dict[str, float]] = []
         self.train_seconds = 0.0
         self.start_epoch = 1
         self._last_train_seconds = 0.0
         seed_everything(config.seed)
-        self._record_environment()
+        self._record_environment(threads)
 
         self.model = self._build_model()
         self.split = features.frozen_split(self.model) if config.feature_cache else None
@@ -135,11 +143,13 @@ class _Fit:
 
     # --- setup ----------------------------------------------------------------------------
 
-    def _record_environment(self) -> None:
+    def _record_environment(self, threads: tuple[int, str]) -> None:
         record, runtime = self.run.record, self.runtime
         record.setdefault("resolved", {}).update(runtime.describe())
         if runtime.device.type == "cpu":
-            record["resolved"]["threads"] = torch.get_num_threads()
+            record["resolved"]["threads"] = threads[0]
+            if threads[1] != "default":
+                record["resolved"]["threads_because"] = threads[1]
         record.setdefault("versions", {})["torch"] = torch.__version__
         hardware = record.setdefault("hardware", {})
         hardware["accelerator"] = runtime.accelerator()
@@ -209,7 +219,11 @@ class _Fit:
             predictions=predictions,
             images=dataset.test.images[:k],
         )
-        extra: dict[str, Any] = {"steps": self.global_step, "steps_per_epoch": self.steps}
+        extra: dict[str, Any] = {
+            "steps": self.global_step,
+            "steps_per_epoch": self.steps,
+            "images_trained": self.images_trained,
+        }
         if self.cache is not None:
             extra["feature_cache_seconds"] = self.cache_seconds
             extra["feature_cache_bytes"] = self.cache.nbytes
@@ -248,6 +262,7 @@ class _Fit:
             loss_sum += loss.detach() * len(y)
             correct += (logits.argmax(1) == y).sum()
             seen += len(y)
+            self.images_trained += len(y)
             done = step == self.steps or 0 < self.max_steps <= self.global_step
             if step % PROGRESS_EVERY == 0 or done:
                 value = loss.item()
