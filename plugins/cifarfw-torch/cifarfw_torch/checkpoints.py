@@ -49,9 +49,9 @@ def rng_state() -> dict[str, Any]:
 
 
 def set_rng_state(state: dict[str, Any]) -> None:
-    torch.set_rng_state(state["torch"].cpu())
+    torch.set_rng_state(state["torch"])
     if state.get("cuda") and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
+        torch.cuda.set_rng_state_all(state["cuda"])
     nps = state["numpy"]
     keys = nps["keys"].numpy().astype(np.uint32)
     np.random.set_state((nps["key"], keys, nps["pos"], nps["has_gauss"], nps["cached_gaussian"]))
@@ -86,10 +86,11 @@ def latest(folder: Path) -> Path | None:
     return found[-1][1] if found else None
 
 
-def load(path: Path, device: torch.device) -> dict[str, Any]:
-    """Read a checkpoint safely (no pickled code); WeightsError when it is not one."""
+def load(path: Path) -> dict[str, Any]:
+    """Read a checkpoint safely (no pickled code) onto the CPU; ``load_state_dict`` moves each
+    tensor to its model's device. WeightsError when the file is not a checkpoint."""
     try:
-        state = torch.load(Path(path), map_location=device, weights_only=True)
+        state = torch.load(Path(path), map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise WeightsError(f"checkpoint {path} does not exist") from None
     except Exception as err:  # truncated zip, tampered pickle, foreign object: all the same to the user

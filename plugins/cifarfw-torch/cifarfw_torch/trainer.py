@@ -326,7 +326,7 @@ class _Fit:
         }
 
     def _restore(self, path: Any) -> None:
-        state = checkpoints.load(path, self.runtime.device)
+        state = checkpoints.load(path)
         try:
             self.model.load_state_dict(state["model"])
             self.optimizer.load_state_dict(state["optimizer"])

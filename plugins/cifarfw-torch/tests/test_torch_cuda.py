@@ -44,7 +44,7 @@ def test_data_lives_on_the_device():
 
 
 def test_feature_cache_and_tta_on_cuda(fit):
-    result, run, _ = fit("split", epochs=2, lr=0.01, device="cuda", tta=True)
+    result, run, _ = fit("split", epochs=2, lr=0.01, device="cuda", precision="auto", tta=True)
     assert run.record["resolved"]["feature_cache"]["kept"] == ["flip"]
     assert result.extra["feature_cache_bytes"] == (2 * 256 + 2 * 128) * 54 * 2  # fp16 storage
     assert 0 <= result.final["test_acc"] <= 1
