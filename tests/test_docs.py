@@ -190,6 +190,12 @@ def test_docs_pages_exist():
         assert (DOCS / page).is_file(), page
 
 
+def test_architecture_md_lists_every_plugin_folder():
+    text = (DOCS / "architecture.md").read_text(encoding="utf-8")
+    folders = sorted(p.name for p in (ROOT / "plugins").iterdir() if (p / "pyproject.toml").is_file())
+    assert folders and all(f"{name}/" in text for name in folders), folders
+
+
 @pytest.mark.parametrize("page", markdown_files(), ids=lambda p: p.name)
 def test_relative_links_and_anchors_resolve(page):
     text = strip_code(page.read_text(encoding="utf-8"))
