@@ -78,7 +78,11 @@ def load_registry(path: Path | None = None) -> list[RegistryEntry]:
     except (OSError, tomllib.TOMLDecodeError) as err:
         raise UsageError(f"cannot read the plugin registry {path or 'registry.toml'}: {err}") from err
     entries = []
-    for item in data.get("plugin", []):
+    for number, item in enumerate(data.get("plugin", []), 1):
+        missing = [key for key in ("name", "distribution") if not isinstance(item.get(key), str)]
+        if missing:
+            where = path or "registry.toml"
+            raise UsageError(f"{where}: [[plugin]] number {number} lacks {' and '.join(missing)}; fix the entry")
         entries.append(
             RegistryEntry(
                 name=item["name"],

@@ -163,6 +163,8 @@ def execute(
         run_dir = resume_dir
         lock = RunLock(run_dir)
         lock.acquire()
+        for stale in run_dir.rglob(".*.tmp"):  # temporary files of writes a crash cut short
+            stale.unlink(missing_ok=True)
     else:
         run_dir = make_run_dir(config.runs_root, model.name, config.seed, config.name)
         lock = RunLock(run_dir)

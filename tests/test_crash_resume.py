@@ -1,0 +1,101 @@
+"""Real `cifarfw run` processes SIGKILLed at several points, then resumed: the final metrics and
+weights equal an uninterrupted run's, for torch-cnn and keras-cnn (CPU, --deterministic)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from cifarfw.plugins import PluginHost
+
+KILLER = Path(__file__).parent / "killer" / "cifarfw_test_killer.py"
+ARGS = [
+    "--dataset", "synthetic", "--set", "dataset_options.train_size=300", "--set", "dataset_options.test_size=100",
+    "--epochs", "3", "--batch-size", "50", "--seed", "1", "--deterministic", "--precision", "fp32",
+    "--set", "prediction_samples=0",
+]  # fmt: skip
+POINTS = ["epoch_progress:2", "checkpoint:2", "checkpoint_write:2"]
+
+
+def installed(plugin: str) -> bool:
+    host = PluginHost()
+    host.collect()
+    return host.plugins.get(plugin) is not None and host.plugins[plugin].status == "ok"
+
+
+@pytest.fixture(scope="module")
+def killer_path(tmp_path_factory):
+    """A site folder holding the killer plugin and a dist-info that declares its entry point."""
+    site = tmp_path_factory.mktemp("killer-site")
+    shutil.copy(KILLER, site / KILLER.name)
+    info = site / "cifarfw_test_killer-0.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: cifarfw-test-killer\nVersion: 0.0\n")
+    (info / "entry_points.txt").write_text("[cifarfw]\ntest-killer = cifarfw_test_killer\n")
+    return site
+
+
+def cifarfw(runs_root: Path, *args: str, kill: str = "", site: Path | None = None) -> subprocess.CompletedProcess:
+    env = {**os.environ, "CIFARFW_TEST_KILL": kill, "CUDA_VISIBLE_DEVICES": ""}
+    if site is not None:
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(site), env.get("PYTHONPATH", "")]))
+    return subprocess.run(
+        [sys.executable, "-m", "cifarfw", "run", *args, "--runs-root", str(runs_root)],
+        capture_output=True, text=True, env=env, timeout=600,
+    )  # fmt: skip
+
+
+def only_run(runs_root: Path) -> Path:
+    (run_dir,) = [p for p in runs_root.iterdir() if p.is_dir()]
+    return run_dir
+
+
+def final_weights(run_dir: Path, framework: str) -> dict:
+    record = json.loads((run_dir / "run.json").read_text())
+    path = record["checkpoint"]["path"]
+    if framework == "torch":
+        import torch
+
+        state = torch.load(path, weights_only=True, map_location="cpu")
+        model = state.get("model", state)
+        return {k: v.numpy().copy() for k, v in model.items()}
+    from cifarfw_keras._tf import keras
+
+    model = keras.saving.load_model(path, safe_mode=True, compile=False)
+    return {w.path: w.numpy() for w in model.weights}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("plugin", "framework"), [("torch-cnn", "torch"), ("keras-cnn", "keras")])
+def test_sigkill_then_resume_equals_uninterrupted(tmp_path, killer_path, plugin, framework):
+    if not installed(plugin):
+        pytest.skip(f"{plugin} is not installed")
+    straight = cifarfw(tmp_path / "straight", "--plugin", plugin, *ARGS)
+    assert straight.returncode == 0, straight.stderr[-2000:]
+    expected = json.loads((only_run(tmp_path / "straight") / "run.json").read_text())
+    expected_weights = final_weights(only_run(tmp_path / "straight"), framework)
+    for point in POINTS:
+        root = tmp_path / point.replace(":", "-")
+        killed = cifarfw(root, "--plugin", plugin, *ARGS, kill=point, site=killer_path)
+        assert killed.returncode == -9, (point, killed.returncode, killed.stderr[-2000:])
+        record = json.loads((only_run(root) / "run.json").read_text())
+        assert record["status"] == "running"  # SIGKILL: nothing could mark it
+        resumed = cifarfw(root, "--resume", "last")
+        assert resumed.returncode == 0, (point, resumed.stderr[-2000:])
+        got = json.loads((only_run(root) / "run.json").read_text())
+        assert got["status"] == "finished" and got["resumed"], point
+        assert [e["epoch"] for e in got["epochs"]] == [1, 2, 3], point
+        for want, have in zip(expected["epochs"], got["epochs"], strict=True):
+            for key in ("train_loss", "train_acc", "test_loss", "test_acc"):
+                assert want[key] == have[key], (point, want["epoch"], key)
+        weights = final_weights(only_run(root), framework)
+        assert weights.keys() == expected_weights.keys()
+        for name, value in expected_weights.items():
+            assert (weights[name] == value).all(), (point, name)
+        assert not list(only_run(root).rglob("*.tmp")), point
