@@ -6,8 +6,8 @@ Recipes:
   fair   the torch-cnn study recipe's augmentation, epochs and batch size (random crop with
          4 px padding, flip, brightness ±20%; 20 epochs, batch 64) with Adam lr 0.001, so the
          two frameworks are compared on equal terms.
-  fast   the study's model and test accuracy (70.92%) in the least wall time on a CPU: bigger
-         batches, one-cycle learning rate, light augmentation.
+  fast   the study's test accuracy (70.92%) in the least time on a CPU: 4 epochs, batch 64,
+         one-cycle Adam up to lr 0.004, flip and 2 px crops, flip test-time augmentation.
 
 This module imports no TensorFlow: the factory does, when a run needs the model.
 """
@@ -40,13 +40,14 @@ RECIPES: dict[str, dict[str, Any]] = {
         "augment": {"crop_padding": 4, "flip": True, "brightness": 0.2},
     },
     "fast": {
-        "epochs": 8,
-        "batch_size": 128,
+        "epochs": 4,
+        "batch_size": 64,
         "optimizer": "adam",
         "lr": 0.004,
         "schedule": "onecycle",
         "warmup_fraction": 0.25,
-        "augment": {"crop_padding": 0, "flip": True, "brightness": 0.0},
+        "augment": {"crop_padding": 2, "flip": True, "brightness": 0.0},
+        "tta": True,
     },
 }
 

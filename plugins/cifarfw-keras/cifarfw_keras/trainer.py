@@ -168,6 +168,7 @@ class EventBridge(keras.callbacks.Callback):
         self.evaluator = evaluator
         self.epoch_var = epoch_var
         self.steps = steps
+        self.train_images = len(run.dataset.train)
         self.state = state  # seed, model name, accumulated train_seconds: saved with each checkpoint
         self.metrics: dict[str, float] | None = None
         self.predictions: np.ndarray | None = None
@@ -200,6 +201,7 @@ class EventBridge(keras.callbacks.Callback):
             "test_acc": test_acc,
             "lr": float(self.model.optimizer.learning_rate),
             "seconds": time.perf_counter() - self.epoch_start,
+            "train_images_per_s": self.train_images / max(train_seconds, 1e-9),  # as the torch trainer reports
         }
         if not np.isfinite(metrics["train_loss"]):
             raise NonFiniteLossError(f"the training loss became {metrics['train_loss']} in epoch {epoch + 1}")
