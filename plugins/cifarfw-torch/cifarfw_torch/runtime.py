@@ -17,6 +17,7 @@ import os
 import platform
 import random
 import shutil
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -166,15 +167,41 @@ def validate_config(config: RunConfig, model: ModelSpec) -> None:
 THREADS_ENV = "CIFARFW_TORCH_THREADS"
 
 
+def busy_cores(window_s: float = 0.5) -> float | None:
+    """How many cores other processes keep busy: /proc/stat sampled over ``window_s`` while
+    this process sleeps (so its own past work does not count, unlike the load average).
+    None where /proc/stat does not exist."""
+
+    def sample() -> tuple[int, int] | None:
+        try:
+            fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+        except (OSError, IndexError):
+            return None
+        ticks = [int(f) for f in fields]
+        idle = ticks[3] + (ticks[4] if len(ticks) > 4 else 0)  # idle + iowait
+        return sum(ticks), idle
+
+    first = sample()
+    if first is None:
+        return None
+    time.sleep(window_s)
+    second = sample()
+    if second is None or second[0] <= first[0]:
+        return None
+    total, idle = second[0] - first[0], second[1] - first[1]
+    return (os.cpu_count() or 1) * (total - idle) / total
+
+
 def choose_threads() -> tuple[int, str]:
     """Intra-op CPU threads for a run, and why.
 
     ``CIFARFW_TORCH_THREADS=N`` (or ``OMP_NUM_THREADS``) decides when set. Otherwise torch's
-    default (one per core) is used unless other processes already keep the cores busy
-    (1-minute load average): every parallel op ends in a barrier, and a barrier that waits
-    for a thread the OS has descheduled costs a time slice, so an oversubscribed machine
-    runs a 2-thread training many times slower than a 1-thread one. Then the run takes the
-    cores left free, at least one.
+    default (one per core) is used unless other processes already keep cores busy: every
+    parallel op ends in a barrier, and a barrier that waits for a thread the OS has
+    descheduled costs a time slice, so on an oversubscribed machine a 2-thread training
+    runs many times slower than a 1-thread one. Then the run takes the cores left free
+    (rounded), at least one. Busy cores are measured over half a second at the start
+    (:func:`busy_cores`; the 1-minute load average where /proc/stat is missing).
     """
     wanted = os.environ.get(THREADS_ENV, "").strip()
     if wanted and wanted != "auto":
@@ -183,12 +210,16 @@ def choose_threads() -> tuple[int, str]:
         except ValueError:
             raise UsageError(f"{THREADS_ENV} must be a positive integer or auto, got {wanted!r}") from None
     default = torch.get_num_threads()
-    if os.environ.get("OMP_NUM_THREADS") or not hasattr(os, "getloadavg"):
+    if os.environ.get("OMP_NUM_THREADS"):
         return default, "default"
-    busy = os.getloadavg()[0]
+    busy = busy_cores()
+    if busy is None:
+        if not hasattr(os, "getloadavg"):
+            return default, "default"
+        busy = os.getloadavg()[0]
     free = max(1, min(default, int((os.cpu_count() or default) - busy + 0.5)))
     if free < default:
-        return free, f"load average {busy:.1f}"
+        return free, f"{busy:.1f} cores busy with other work"
     return default, "default"
 
 
