@@ -18,7 +18,7 @@ import numpy as np
 
 from cifarfw.errors import NonFiniteLossError, PluginError, UsageError
 from cifarfw.specs import RunResult
-from cifarfw_keras import checkpoints, data, runtime
+from cifarfw_keras import checkpoints, data, distributed, runtime
 from cifarfw_keras._tf import keras, tf
 
 if TYPE_CHECKING:
@@ -199,7 +199,7 @@ class EventBridge(keras.callbacks.Callback):
             "train_acc": float(logs["acc"]),
             "test_loss": test_loss,
             "test_acc": test_acc,
-            "lr": float(self.model.optimizer.learning_rate),
+            "lr": float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate)),  # a MirroredVariable too
             "seconds": time.perf_counter() - self.epoch_start,
             "train_images_per_s": self.train_images / max(train_seconds, 1e-9),  # as the torch trainer reports
         }
@@ -247,8 +247,10 @@ class KerasTrainer:
 
     def fit(self, run: Run) -> RunResult:
         cfg, spec, ds = run.config, run.model, run.dataset
-        if run.world_size > 1:
-            raise UsageError("the keras trainer runs in one process; start it without a distributed launcher")
+        placement = distributed.choose(run)  # first: MultiWorkerMirroredStrategy must precede every TF op
+        if placement is not None:
+            distributed.check_batch(cfg.batch_size, placement)
+            cfg.backend = run.record.setdefault("config", {})["backend"] = placement.backend
         rt = runtime.resolve(cfg)
         run.record.setdefault("versions", {}).update(_versions())
         run.record.setdefault("hardware", {})["accelerator"] = rt.accelerator
@@ -256,18 +258,19 @@ class KerasTrainer:
         keras.utils.set_random_seed(cfg.seed)
         state: dict[str, Any] = {"model": spec.name, "seed": cfg.seed, "train_seconds": 0.0}
         start_epoch = 0
-        with op_determinism(cfg.deterministic), tf.device(rt.device):
-            if run.resume_checkpoint is not None:
-                model, saved = checkpoints.load(run.resume_checkpoint, spec.name)
-                start_epoch = int(saved["epoch"])
-                state["train_seconds"] = float(saved.get("train_seconds", 0.0))
-                probabilities = outputs_probabilities(model, spec.input_size)
-                precision = _precision_of(model)
-            else:
-                model = build_model(run, rt.policy)
-                probabilities = outputs_probabilities(model, spec.input_size)
-                compile_model(model, cfg, steps, probabilities)
-                precision = rt.precision
+        with op_determinism(cfg.deterministic), distributed.device_scope(placement, rt.device):
+            with distributed.model_scope(placement):  # the model's and optimizer's variables
+                if run.resume_checkpoint is not None:
+                    model, saved = checkpoints.load(run.resume_checkpoint, spec.name)
+                    start_epoch = int(saved["epoch"])
+                    state["train_seconds"] = float(saved.get("train_seconds", 0.0))
+                    probabilities = outputs_probabilities(model, spec.input_size)
+                    precision = _precision_of(model)
+                else:
+                    model = build_model(run, rt.policy)
+                    probabilities = outputs_probabilities(model, spec.input_size)
+                    compile_model(model, cfg, steps, probabilities)
+                    precision = rt.precision
             run.record["resolved"] = {
                 "device": rt.device,
                 "precision": precision,
@@ -276,6 +279,8 @@ class KerasTrainer:
                 "steps_per_execution": min(PROGRESS_EVERY, steps),
                 "outputs": "probabilities" if probabilities else "logits",
             }
+            if placement is not None:
+                run.record["resolved"].update(replicas=placement.replicas, jit_compile=False)
             if start_epoch:
                 run.record["resolved"]["resumed_from_epoch"] = start_epoch
             params, summary, graph = describe(model, spec.input_size)
@@ -300,7 +305,11 @@ class KerasTrainer:
             )
             evaluator = Evaluator(model, test, ds.test.labels, probabilities, cfg)
             bridge = EventBridge(run, evaluator, epoch_var, steps, state)
-            if start_epoch < cfg.epochs:
+            if start_epoch < cfg.epochs and placement is not None:  # Keras 3's fit fails under multi-worker
+                loop = distributed.DistributedLoop(placement, model, train, steps, cfg.batch_size, len(ds.train))
+                loop.fit(run, bridge, start_epoch, cfg.epochs, every=min(PROGRESS_EVERY, steps))
+                metrics, predictions = bridge.metrics, bridge.predictions
+            elif start_epoch < cfg.epochs:
                 model.fit(
                     train, epochs=cfg.epochs, initial_epoch=start_epoch, verbose=0, shuffle=False, callbacks=[bridge]
                 )
