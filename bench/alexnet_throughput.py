@@ -30,10 +30,8 @@ import argparse
 import json
 import os
 import platform
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
@@ -41,46 +39,43 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
 FULL_TRAIN, FULL_TEST, EPOCHS, BATCH = 50_000, 10_000, 10, 64
 STUDY_P100_SECONDS = 740.0
-GIB = 1024**3
-LOAD: dict[str, list[float]] = {}  # 1-minute load average before and after each side
+LOAD: dict[str, list[float | None]] = {}  # 1-minute load average before and after each side
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import GIB, Measured, last_json, load_average, run_measured  # noqa: E402
+
+
+def measured(side: str, cmd: list[str]) -> Measured:
+    """Run one side as its own process (its own peak RSS); stop the benchmark if it fails."""
+    before = load_average()
+    result = run_measured(cmd, cwd=ROOT)
+    LOAD[side] = [before, load_average()]
+    if result.returncode != 0:
+        sys.exit(f"{side} failed ({result.returncode}): {result.stderr[-2000:]}")
+    return result
 
 
 def cpu_name() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() else []:
+    cpuinfo = Path("/proc/cpuinfo")
+    for line in cpuinfo.read_text().splitlines() if cpuinfo.exists() else []:
         if line.startswith("model name"):
             return line.split(":", 1)[1].strip()
     return platform.processor() or platform.machine()
 
 
-def measured(cmd: list[str], log: Path) -> tuple[float, int, int, str]:
-    """Run ``cmd``; return (wall seconds, peak RSS bytes of it and its children, exit code, stdout)."""
-    out_path, err_path = log.with_suffix(".out"), log.with_suffix(".err")
-    LOAD[log.name] = [round(os.getloadavg()[0], 1)]  # other work on the machine slows either side
-    with out_path.open("w") as out, err_path.open("w") as err:
-        started = time.perf_counter()
-        proc = subprocess.Popen(cmd, stdout=out, stderr=err, cwd=ROOT)
-        _, status, usage = os.wait4(proc.pid, 0)  # the child's own rusage, high-water RSS included
-        wall = time.perf_counter() - started
-    LOAD[log.name].append(round(os.getloadavg()[0], 1))
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    if proc.returncode != 0:
-        sys.exit(f"{cmd[1]} failed ({proc.returncode}): {err_path.read_text()[-2000:]}")
-    return wall, usage.ru_maxrss * 1024, proc.returncode, out_path.read_text()
-
-
-def study_pipeline(args: argparse.Namespace, work: Path) -> dict[str, Any]:
+def study_pipeline(args: argparse.Namespace) -> dict[str, Any]:
     cmd = [sys.executable, str(args.seed_script), str(args.data_dir / "cifar-10-batches-py")]
     cmd += ["--max-steps", str(args.steps), "--workers", str(args.workers), "--test-n", "64"]
-    wall, rss, _, out = measured(cmd, work / "seed")
-    result = json.loads(out.strip().splitlines()[-1])
+    run = measured("study_pipeline", cmd)
+    result = last_json(run.stdout)
     return {
         "command": " ".join(cmd),
         "steps": result["steps"],
         "train_images_per_s": round(result["train_images_per_s"], 1),
         "train_s": round(result["train_s"], 1),
         "trainable_params": result["trainable_params"],
-        "wall_s": round(wall, 1),
-        "peak_rss_gib": round(rss / GIB, 2),
+        "wall_s": round(run.wall_s, 1),
+        "peak_rss_gib": round(run.peak_rss_gib, 2),
         "projected_10_epoch_train_s": round(EPOCHS * FULL_TRAIN / result["train_images_per_s"], 0),
     }
 
@@ -95,7 +90,8 @@ def cifarfw_recipe(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     flags += ["--epochs", str(EPOCHS), "--train-limit", str(train_limit), "--test-limit", str(test_limit)]
     flags += ["--runs-root", str(runs_root), "--seed", "0"]
     cmd = [sys.executable, "-c", "from cifarfw.cli import main; main()", *flags]
-    wall, rss, _, _ = measured(cmd, work / "cifarfw")
+    run = measured("cifarfw", cmd)
+    wall, rss = run.wall_s, run.peak_rss_bytes
     (record_path,) = runs_root.glob("*/run.json")
     record = json.loads(record_path.read_text())
     epochs = record["epochs"]
@@ -107,7 +103,7 @@ def cifarfw_recipe(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     test_variants = 2 if record["config"]["tta"] else 1
 
     steps = int(extra.get("steps", 0))
-    images = steps * BATCH
+    images = int(extra.get("images_trained", steps * BATCH))
     loop_s = [train_limit / e["train_images_per_s"] for e in epochs]  # each epoch trains every image once
     eval_s = [e["seconds"] - s for e, s in zip(epochs, loop_s, strict=True)]
     fixed_s = wall - cache_s - sum(e["seconds"] for e in epochs)  # start-up, data, build, checkpoints, ...
@@ -157,7 +153,7 @@ def main() -> None:
         args.checksums = None
     with tempfile.TemporaryDirectory(prefix="alexnet-bench-") as tmp:
         work = Path(tmp)
-        study = study_pipeline(args, work)
+        study = study_pipeline(args)
         ours = cifarfw_recipe(args, work)
     ratio = ours["train_images_per_s_incl_cache"] / study["train_images_per_s"]
     wall = ours["projected_full_recipe"]["wall_s"]
