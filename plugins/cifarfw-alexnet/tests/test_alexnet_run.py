@@ -36,22 +36,9 @@ def test_one_epoch_on_tiny_data_records_params_and_the_feature_cache(cli, isolat
 
 
 def test_no_feature_cache_when_everything_trains(cli, isolated):
-    code, _, err = cli(
-        "run",
-        "--plugin",
-        "alexnet",
-        *TINY,
-        "--weights",
-        "none",
-        "--freeze",
-        "none",
-        "--epochs",
-        "1",
-        "-b",
-        "20",
-        "--set",
-        "checkpoint=false",
-    )
+    smallest = ("--set", "dataset_options.train_size=10", "--set", "dataset_options.test_size=10")
+    flags = ("--weights", "none", "--freeze", "none", "--epochs", "1", "-b", "10", "--set", "checkpoint=false")
+    code, _, err = cli("run", "--plugin", "alexnet", "--dataset", "synthetic", *smallest, *flags)
     assert code == 0, err
     record = _run_json(isolated / "runs")
     assert record["params"] == {"total": 44_428_106, "trainable": 44_428_106}
