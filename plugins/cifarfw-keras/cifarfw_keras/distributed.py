@@ -48,6 +48,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from cifarfw.errors import CifarfwError, UsageError
+from cifarfw_keras import runtime
 from cifarfw_keras._tf import keras, tf
 
 if TYPE_CHECKING:
@@ -88,11 +89,7 @@ def choose(run: Run) -> Placement | None:
     collective runtime, which TensorFlow allows only at program start-up.
     """
     if run.world_size > 1:
-        if not os.environ.get("TF_CONFIG"):
-            raise UsageError(
-                "the keras trainer distributes with tf.distribute, which reads TF_CONFIG; start one process per worker "
-                "with its TF_CONFIG (torchrun and --nproc-per-node are for torch plugins)"
-            )
+        runtime.validate_launch(run.config)  # TF_CONFIG present, batch divisible (checked before the run too)
         gpus = tf.config.list_physical_devices("GPU") if run.config.device != "cpu" else []
         if run.config.device == "cpu":
             tf.config.set_visible_devices([], "GPU")

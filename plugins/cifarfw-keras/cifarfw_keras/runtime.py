@@ -141,8 +141,28 @@ def validate_config(config: RunConfig, model: ModelSpec) -> None:
     """Everything the keras trainer refuses, checked before any run folder exists."""
     if config.nesterov and (config.optimizer != "sgd" or config.momentum <= 0):
         raise UsageError("nesterov needs --optimizer sgd and --momentum > 0")
+    validate_launch(config)
     # Only the GPU-dependent answers need TensorFlow (seconds to import): auto/auto needs none.
     if config.device == "cpu":
         resolve_precision(config.precision, "/CPU:0", {})
     elif config.device != "auto" or config.precision != "auto":
         resolve(config)
+
+
+def validate_launch(config: RunConfig) -> None:
+    """A distributed launch this trainer cannot run (see distributed.py), refused up front."""
+    import os
+
+    from cifarfw.runner import world_from_env
+
+    workers = world_from_env()[1]
+    if workers > 1 and not os.environ.get("TF_CONFIG"):
+        raise UsageError(
+            "the keras trainer distributes with tf.distribute, which reads TF_CONFIG; start one process per worker "
+            "with its TF_CONFIG (torchrun and --nproc-per-node are for torch plugins)"
+        )
+    if workers > 1 and config.batch_size % workers:
+        raise UsageError(
+            f"--batch-size {config.batch_size} is the global batch and must divide evenly among the {workers} "
+            f"workers; use a multiple of {workers}"
+        )
