@@ -14,7 +14,7 @@ seeds one per epoch from (seed, epoch), so a resumed run sees the same batches.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import numpy as np
 import torch
@@ -62,7 +62,8 @@ class EpochDraw:
     brightness: torch.Tensor  # factors in [1-b, 1+b]
 
     def batch(self, start: int, stop: int) -> EpochDraw:
-        return EpochDraw(*(t[start:stop] for t in self.__dict__.values()))
+        """The draw of positions ``start:stop`` (one batch)."""
+        return EpochDraw(*(getattr(self, f.name)[start:stop] for f in fields(self)))
 
 
 def draw_epoch(n: int, augment: Augment, generator: torch.Generator, device: torch.device) -> EpochDraw:
