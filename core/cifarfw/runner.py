@@ -59,6 +59,8 @@ def resolve(
     config = config_mod.build(layers, spec)
     config.plugin = plugin_name
     config.recipe = recipe
+    if spec.validate is not None:
+        spec.validate(config.model_options)
     host.dataset(config.dataset)  # unknown datasets fail here, before any work
     trainer = host.trainer_for(spec.framework)
     if trainer.validate is not None:

@@ -45,7 +45,9 @@ class ModelSpec:
 
     ``factory(num_classes=..., options=...)`` builds the framework model (a
     ``torch.nn.Module`` or a ``keras.Model``); ``options`` holds the resolved values of
-    ``options`` below. ``recipes`` maps a recipe name to config overrides
+    ``options`` below. ``validate(options)``, when given, raises a cifarfw error for option
+    values that cannot work (a weights file that does not exist, say) before any run folder
+    is written; keep it cheap and offline. ``recipes`` maps a recipe name to config overrides
     (``{"epochs": 20, "lr": 0.01, "augment": {"flip": True}}``); the recipe named
     ``default_recipe`` (else the first) applies when the user names none.
     """
@@ -60,6 +62,7 @@ class ModelSpec:
     default_recipe: str | None = None
     options: Sequence[Option] = ()
     description: str = ""
+    validate: Callable[[Mapping[str, Any]], None] | None = None
 
     def recipe(self, name: str | None) -> Mapping[str, Any]:
         """The overrides of recipe ``name`` (or of the default recipe when ``None``)."""

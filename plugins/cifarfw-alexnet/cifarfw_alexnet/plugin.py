@@ -35,6 +35,24 @@ def build_model(num_classes: int, options: dict[str, Any]) -> Any:
     return build(num_classes, options)
 
 
+def validate_options(options: dict[str, Any]) -> None:
+    """Before any run folder exists: a --weights PATH must be a readable file (its content is
+    checked when the model is built)."""
+    import os
+
+    from cifarfw.errors import WeightsError
+
+    weights = options.get("weights") or "imagenet"
+    if weights in ("imagenet", "none"):
+        return
+    if not os.path.isfile(weights):
+        raise WeightsError(
+            f"weights file {weights} does not exist; --weights takes imagenet, none or the path of an AlexNet state dict"
+        )
+    if not os.access(weights, os.R_OK):
+        raise WeightsError(f"cannot read weights file {weights}; check its permissions")
+
+
 @hookimpl
 def register_models(register: Callable[[ModelSpec], None]) -> None:
     register(
@@ -63,5 +81,6 @@ def register_models(register: Callable[[ModelSpec], None]) -> None:
                 ),
             ),
             description="torchvision AlexNet, classifier 9216→4096→1024→10 as in the study, 224x224 input",
+            validate=validate_options,
         )
     )

@@ -74,3 +74,13 @@ def test_cli_offline_without_cached_weights(cli, isolated, offline):
     line = assert_one_line_error(code, err, "cannot download the ImageNet AlexNet weights", "--weights PATH")
     assert str(isolated / "torch-home" / "hub" / "checkpoints") in line
     assert code == 4
+
+
+def test_cli_missing_weights_file_fails_before_any_run_folder(cli, isolated):
+    missing = isolated / "no-such.pth"
+    code, _, err = cli(
+        "run", "--plugin", "alexnet", *TINY, "--weights", str(missing), "--runs-root", str(isolated / "r")
+    )
+    assert_one_line_error(code, err, f"weights file {missing} does not exist")
+    assert code == 4
+    assert not (isolated / "r").exists()  # refused while validating, before any folder was written
