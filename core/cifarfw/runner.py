@@ -210,7 +210,10 @@ def execute(
     if resume_dir is not None and rank == 0:
         previous = read_record(resume_dir)
         checkpoint = (previous.get("checkpoint") or {}).get("path")
-        record.update({k: previous[k] for k in ("started_at", "epochs", "params") if k in previous})
+        # The checkpoint stays the run's last complete one until a new one is written: a second
+        # --resume, and the other ranks of a distributed resume (which read run.json after this
+        # rank rewrites it), must find it.
+        record.update({k: previous[k] for k in ("started_at", "epochs", "params", "checkpoint") if k in previous})
         record["resumed"] = [*previous.get("resumed", []), time.strftime("%Y-%m-%dT%H:%M:%S%z")]
         done = (previous.get("checkpoint") or {}).get("epoch", 0)
         record["epochs"] = [e for e in record["epochs"] if e.get("epoch", 0) <= done]
