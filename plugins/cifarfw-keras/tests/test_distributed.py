@@ -16,7 +16,6 @@ import shutil
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -207,15 +206,14 @@ def launch(tmp_path_factory, plugin_site) -> dict:
         runs, ARGS, plugin_site, weights, cluster(ports, 1), CIFARFW_TEST_KILL="epoch_progress:2", **timeout_env
     )
     killed_rc, killed_err = finish(worker)
-    # The reference trains while the chief notices that its peer died (it only waits meanwhile).
+    # The reference trains while the chief notices that its peer died (it only waits meanwhile)
+    # and while the workers resume: fewer idle seconds on a small machine.
     single = start(root / "single-runs", ARGS, plugin_site, root / "single-weights", None)
-    started = time.monotonic()
     chief_rc, chief_err = finish(chief, timeout=KILL_TO_EXIT_LIMIT_S)
-    failed_after = time.monotonic() - started
-    single_rc, single_err = finish(single)
-    assert single_rc == 0, single_err[-2000:]
     ports = free_ports(2)
     resumed = [start(runs, ["--resume", "last"], plugin_site, weights, cluster(ports, i)) for i in (0, 1)]
+    single_rc, single_err = finish(single)
+    assert single_rc == 0, single_err[-2000:]
     resume_results = [finish(p) for p in resumed]
     return {
         "runs": runs,
@@ -223,7 +221,7 @@ def launch(tmp_path_factory, plugin_site) -> dict:
         "single_runs": root / "single-runs",
         "single_weights": root / "single-weights",
         "killed": (killed_rc, killed_err),
-        "chief": (chief_rc, chief_err, failed_after),
+        "chief": (chief_rc, chief_err),
         "resumed": resume_results,
     }
 
@@ -243,7 +241,7 @@ def only_run(runs_root: Path) -> Path:
 def test_a_killed_worker_fails_the_chief_with_a_one_line_error_then_resume_finishes(launch):
     killed_rc, _ = launch["killed"]
     assert killed_rc == -9  # the killer plugin SIGKILLed worker 1 in epoch 2
-    chief_rc, chief_err, _ = launch["chief"]
+    chief_rc, chief_err = launch["chief"]  # exited within KILL_TO_EXIT_LIMIT_S of the kill
     run_id = only_run(launch["runs"]).name
     last = chief_err.strip().splitlines()[-1]
     assert chief_rc == 1, chief_err[-2000:]
