@@ -24,8 +24,10 @@ def make_trainer() -> Any:
 
 def validate(config: RunConfig, model: ModelSpec) -> None:
     """Refuse settings this machine or trainer cannot honour (UsageError, before any folder is written)."""
+    from cifarfw_torch import distributed
     from cifarfw_torch.runtime import validate_config
 
+    distributed.validate_config(config)
     validate_config(config, model)
 
 

@@ -23,10 +23,15 @@ Resuming: when ``run.resume_checkpoint`` is set, everything is restored from it 
 optimizer, schedule, grad scaler, RNG states, history, training time) and training goes
 on with the next epoch; each epoch's shuffle and augmentation come from a generator
 seeded by (seed, epoch), so the data order is the one an uninterrupted run sees.
+
+Distributed runs (torchrun, ``--nproc-per-node``): :mod:`cifarfw_torch.distributed` wraps
+the model in DistributedDataParallel; each process trains on its block of every global
+batch, metrics are reduced over processes and only rank 0 writes checkpoints.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from typing import Any
@@ -37,10 +42,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from cifarfw.config import Augment
-from cifarfw.errors import NonFiniteLossError, PluginError, UsageError, WeightsError
+from cifarfw.errors import NonFiniteLossError, PluginError, RunInterrupted, UsageError, WeightsError
 from cifarfw.runs import Run
 from cifarfw.specs import RunResult
-from cifarfw_torch import checkpoints, features
+from cifarfw_torch import checkpoints, distributed, features
 from cifarfw_torch.graph import try_model_graph
 from cifarfw_torch.optim import make_optimizer, make_scheduler
 from cifarfw_torch.pipeline import BatchPipeline, DeviceSplit, EpochDraw, draw_epoch
@@ -65,11 +70,11 @@ def count_parameters(model: nn.Module) -> dict[str, int]:
     }
 
 
-def steps_per_epoch(n: int, batch_size: int) -> int:
+def steps_per_epoch(n: int, batch_size: int, world_size: int = 1) -> int:
     """Batches of an epoch: the last, partial batch is kept unless it holds a single image
-    (batch norm cannot train on one)."""
+    per process (batch norm cannot train on one)."""
     full, rest = divmod(n, batch_size)
-    return max(1, full + (1 if rest >= 2 else 0))
+    return max(1, full + (1 if rest >= 2 * world_size else 0))
 
 
 class TorchTrainer:
@@ -84,15 +89,28 @@ class TorchTrainer:
 
     def fit(self, run: Run) -> RunResult:
         runtime = resolve(run.config)
-        with deterministic_mode(run.config.deterministic, runtime.device), cpu_threads(runtime.device) as threads:
-            return _Fit(run, runtime, self.max_steps, threads).train()
+        runtime = dataclasses.replace(runtime, device=distributed.process_device(runtime.device, run))
+        with (
+            distributed.process_group(run, runtime.device) as group,
+            deterministic_mode(run.config.deterministic, runtime.device),
+            cpu_threads(runtime.device) as threads,
+        ):
+            return _Fit(run, runtime, self.max_steps, threads, group).train()
 
 
 class _Fit:
     """The state of one training run."""
 
-    def __init__(self, run: Run, runtime: Runtime, max_steps: int, threads: tuple[int, str]) -> None:
+    def __init__(
+        self,
+        run: Run,
+        runtime: Runtime,
+        max_steps: int,
+        threads: tuple[int, str],
+        group: distributed.Group | None = None,
+    ) -> None:
         self.run = run
+        self.group = group or distributed.Group(device=runtime.device)  # data-parallel helpers
         self.config = config = run.config
         self.runtime = runtime
         self.max_steps = max_steps
@@ -110,6 +128,7 @@ class _Fit:
         if self.split is not None:
             run.record["resolved"]["feature_cache"] = features.cache_plan(config.augment)
         trained = self.split[1] if self.split is not None else self.model
+        trained = self.group.wrap(trained)  # DistributedDataParallel in a distributed run
         self.net: nn.Module = torch.compile(trained) if config.compile else trained
         if config.compile:
             run.record["resolved"]["compile"] = True
@@ -135,7 +154,7 @@ class _Fit:
         if self.split is not None:
             self._build_cache()
 
-        self.steps = steps_per_epoch(len(self.train_split), config.batch_size)
+        self.steps = steps_per_epoch(len(self.train_split), config.batch_size, self.group.world_size)
         self.optimizer = make_optimizer((p for p in self.model.parameters() if p.requires_grad), config, runtime.device)
         self.scheduler = make_scheduler(self.optimizer, config, self.steps)
         self.scaler = torch.amp.GradScaler(runtime.device.type, enabled=runtime.uses_grad_scaler)
@@ -201,11 +220,18 @@ class _Fit:
             }
             self.history.append(metrics)
             self.run.emit("on_epoch_end", epoch=epoch, metrics=metrics)
+            stop: RunInterrupted | None = None
             if self.config.checkpoint and self.run.is_main:
                 path = checkpoints.save(self.run.checkpoint_dir, epoch, self._state())
-                self.run.emit("on_checkpoint", epoch=epoch, path=str(path))  # raises when a stop was asked
-            elif self.run.stop_requested:
-                raise self.run.interrupted()
+                try:
+                    self.run.emit("on_checkpoint", epoch=epoch, path=str(path))  # raises when a stop was asked
+                except RunInterrupted as err:
+                    stop = err
+            # Distributed: every process waits here for rank 0's checkpoint (written before any
+            # collective, so a peer that died keeps it), and a signal any process got stops all.
+            self.group.agree_on_stop(self.run)
+            if stop is not None or self.run.stop_requested:
+                raise stop or self.run.interrupted()
             if 0 < self.max_steps <= self.global_step:
                 break
         if predictions is None:  # resumed after the last epoch: nothing trained, still report
@@ -242,18 +268,20 @@ class _Fit:
             config.augment if self.cache is None else Augment(crop_padding=0, flip=config.augment.flip, brightness=0)
         )
         draw = draw_epoch(n, augment, epoch_generator(config.seed, epoch), runtime.device)
+        self.group.seed_epoch(config.seed, epoch)  # distributed: dropout masks differ per process
         self.net.train()
         loss_sum = torch.zeros((), device=runtime.device)
         correct = torch.zeros((), dtype=torch.int64, device=runtime.device)
         seen, lr = 0, self.optimizer.param_groups[0]["lr"]
         started = time.perf_counter()
         for step in range(1, self.steps + 1):
-            x, y = self._batch(draw.batch((step - 1) * batch_size, min(n, step * batch_size)))
+            start, stop = (step - 1) * batch_size, min(n, step * batch_size)
+            x, y = self._batch(draw.batch(*self.group.shard(start, stop)))  # this process's block
             with runtime.autocast():
                 logits = self.net(x)
             loss = F.cross_entropy(logits.float(), y, label_smoothing=config.label_smoothing)
             self.optimizer.zero_grad(set_to_none=True)
-            self.scaler.scale(loss).backward()
+            self.scaler.scale(self.group.weight_loss(loss, len(y), stop - start)).backward()
             self.scaler.step(self.optimizer)
             self.scaler.update()
             lr = self.optimizer.param_groups[0]["lr"]
@@ -265,16 +293,18 @@ class _Fit:
             self.images_trained += len(y)
             done = step == self.steps or 0 < self.max_steps <= self.global_step
             if step % PROGRESS_EVERY == 0 or done:
-                value = loss.item()
+                value = self.group.mean(loss.detach())
                 self._check_finite(value, epoch, step)
                 self.run.emit("on_train_progress", epoch=epoch, step=step, steps=self.steps, metrics={"loss": value})
             if done:
                 break
-        train_loss = loss_sum.item() / seen
+        loss_total, correct_total, seen = self.group.sum(loss_sum, correct, seen)  # over processes
+        train_loss = loss_total / seen
         self._check_finite(train_loss, epoch, self.steps)
+        self.group.average_buffers(self.model)  # batch-norm statistics: the same on every process
         self._last_train_seconds = time.perf_counter() - started
         self.train_seconds += self._last_train_seconds
-        return train_loss, correct.item() / seen, lr, seen
+        return train_loss, correct_total / seen, lr, int(seen)
 
     def _check_finite(self, value: float, epoch: int, step: int) -> None:
         if not math.isfinite(value):
@@ -289,19 +319,21 @@ class _Fit:
         """Test loss, accuracy and every test prediction (eval mode, TTA when configured)."""
         self.net.eval()
         split, n = self.test_split, len(self.test_split)
+        first, last = self.group.shard(0, n)  # each process evaluates its block of the split
         loss_sum = torch.zeros((), device=self.runtime.device)
-        predictions = []
-        for start in range(0, n, self.eval_batch):
-            index = torch.arange(start, min(n, start + self.eval_batch), device=self.runtime.device)
+        predictions = [torch.zeros(0, dtype=torch.int64, device=self.runtime.device)]
+        for start in range(first, last, self.eval_batch):
+            index = torch.arange(start, min(last, start + self.eval_batch), device=self.runtime.device)
             logits = self._logits(index, flip=False)
             if self.config.tta:
                 logits = (logits + self._logits(index, flip=True)) / 2
             y = split.labels[index]
             loss_sum += F.cross_entropy(logits, y, label_smoothing=self.config.label_smoothing, reduction="sum")
             predictions.append(logits.argmax(1))
-        predicted = torch.cat(predictions)
+        predicted = self.group.gather(torch.cat(predictions), n)
+        (loss_total,) = self.group.sum(loss_sum)
         accuracy = (predicted == split.labels).double().mean().item()
-        return loss_sum.item() / n, accuracy, predicted.cpu().numpy()
+        return loss_total / n, accuracy, predicted.cpu().numpy()
 
     def _logits(self, index: torch.Tensor, flip: bool) -> torch.Tensor:
         if self.cache is not None:
