@@ -16,6 +16,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -188,6 +189,19 @@ def finish(process: subprocess.Popen, timeout: float = COMMAND_TIMEOUT_S) -> tup
     return process.returncode, stderr
 
 
+def wait_for(condition, timeout: float = COMMAND_TIMEOUT_S) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if condition():
+                return
+        except (OSError, ValueError):  # a file not there yet, or being replaced
+            pass
+        if time.monotonic() > deadline:
+            pytest.fail(f"condition not met within {timeout:.0f} s")
+        time.sleep(0.2)
+
+
 def cluster(ports: list[int], index: int) -> dict:
     return {"cluster": {"worker": [f"127.0.0.1:{p}" for p in ports]}, "task": {"type": "worker", "index": index}}
 
@@ -211,7 +225,11 @@ def launch(tmp_path_factory, plugin_site) -> dict:
     single = start(root / "single-runs", ARGS, plugin_site, root / "single-weights", None)
     chief_rc, chief_err = finish(chief, timeout=KILL_TO_EXIT_LIMIT_S)
     ports = free_ports(2)
-    resumed = [start(runs, ["--resume", "last"], plugin_site, weights, cluster(ports, i)) for i in (0, 1)]
+    resumed = [start(runs, ["--resume", "last"], plugin_site, weights, cluster(ports, 0))]
+    # Worker 1 starts once the chief has rewritten run.json for the resumed run, so it must find
+    # the checkpoint in the rewritten record (the chief then waits for it at the strategy's start).
+    wait_for(lambda: len(json.loads((only_run(runs) / "run.json").read_text()).get("resumed", [])) == 1)
+    resumed.append(start(runs, ["--resume", "last"], plugin_site, weights, cluster(ports, 1)))
     single_rc, single_err = finish(single)
     assert single_rc == 0, single_err[-2000:]
     resume_results = [finish(p) for p in resumed]
