@@ -43,11 +43,12 @@ import contextlib
 import os
 import re
 import signal
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from cifarfw.errors import CifarfwError, UsageError
+from cifarfw.errors import CifarfwError, RunInterrupted, UsageError
 from cifarfw_keras import runtime
 from cifarfw_keras._tf import keras, tf
 
@@ -95,6 +96,7 @@ def choose(run: Run) -> Placement | None:
             tf.config.set_visible_devices([], "GPU")
         options = tf.distribute.experimental.CommunicationOptions(timeout_seconds=collective_timeout())
         strategy = tf.distribute.MultiWorkerMirroredStrategy(communication_options=options)
+        _sigterm_back_to_python()
         # AUTO, TensorFlow's default, is NCCL between GPUs and ring all-reduce otherwise.
         implementation = "nccl" if gpus else "ring"
         return Placement(strategy, f"tf.distribute.MultiWorkerMirroredStrategy/{implementation}", _replicas(strategy))
@@ -104,6 +106,17 @@ def choose(run: Run) -> Placement | None:
             strategy = tf.distribute.MirroredStrategy()
             return Placement(strategy, "tf.distribute.MirroredStrategy/nccl", _replicas(strategy))
     return None
+
+
+def _sigterm_back_to_python() -> None:
+    """TensorFlow's coordination service installs a C-level SIGTERM handler (its preemption
+    notice) that swallows the signal; hand SIGTERM back to the Python handler the core set
+    (stop after the next checkpoint)."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+    handler = signal.getsignal(signal.SIGTERM)
+    if handler is not None:
+        signal.signal(signal.SIGTERM, handler)
 
 
 def _replicas(strategy: Any) -> int:
@@ -214,6 +227,15 @@ class DistributedLoop:
         A peer that died or stopped answering -> CifarfwError naming ``--resume``."""
         try:
             self._fit(run, bridge, initial_epoch, epochs, every)
+        except RunInterrupted as err:
+            if run.is_main:
+                raise
+            name = signal.Signals(run.stop_requested).name
+            raise RunInterrupted(  # this worker's run id names only its scratch folder
+                f"{name}: this worker stopped with the chief after its last checkpoint; continue with "
+                "`cifarfw run --resume <the chief's run id>` on every worker",
+                run.stop_requested,
+            ) from err
         except (tf.errors.UnavailableError, tf.errors.DeadlineExceededError, tf.errors.CancelledError) as err:
             ref = run.id if run.is_main else "<the chief's run id>"
             raise CifarfwError(
@@ -222,11 +244,13 @@ class DistributedLoop:
                 f"start every worker again with `cifarfw run --resume {ref}`"
             ) from None
 
-    def _any_stop_requested(self, requested: bool) -> bool:
-        """True on every worker when a signal asked any of them to stop."""
-        flag = tf.constant(1.0 if requested else 0.0)
-        total = self.strategy.run(lambda: tf.distribute.get_replica_context().all_reduce("SUM", flag))
-        return any(float(v) > 0 for v in self.strategy.experimental_local_results(total))
+    def _stop_signal_of_any_worker(self, own: int) -> int:
+        """The signal that asked some worker to stop (SIGINT before SIGTERM), else 0; the same
+        answer on every worker."""
+        flags = tf.constant([float(own == signal.SIGINT), float(own not in (0, signal.SIGINT))])
+        total = self.strategy.run(lambda: tf.distribute.get_replica_context().all_reduce("SUM", flags))
+        counts = self.strategy.experimental_local_results(total)[0].numpy()
+        return signal.SIGINT if counts[0] > 0 else signal.SIGTERM if counts[1] > 0 else 0
 
     def _fit(self, run: Run, bridge: Any, initial_epoch: int, epochs: int, every: int) -> None:
         bridge.set_model(self.model)
@@ -244,8 +268,9 @@ class DistributedLoop:
                 done += count
                 seen = min(done * self.batch_size, self.count)
                 bridge.on_train_batch_end(done - 1, {"loss": loss_sum / seen})
-            if self._any_stop_requested(bool(run.stop_requested)) and not run.stop_requested:
-                run.stop_requested = signal.SIGTERM  # a peer got the signal: stop with it
+            stop = self._stop_signal_of_any_worker(run.stop_requested)
+            if stop and not run.stop_requested:
+                run.stop_requested = stop  # a peer got the signal: stop with it
             bridge.on_epoch_end(epoch, {"loss": loss_sum / self.count, "acc": correct / self.count})
 
 

@@ -1,5 +1,6 @@
 """A plugin for the distributed tests: at each epoch end, saves the live Keras model's weights
-of its rank to ``$CIFARFW_TEST_WEIGHTS_DIR/rank<R>-epoch<E>.npz``.
+of its rank to ``$CIFARFW_TEST_WEIGHTS_DIR/rank<R>-epoch<E>.npz``; with
+``CIFARFW_TEST_SIGTERM_EPOCH=E``, sends its own process SIGTERM during epoch E's training.
 
 It finds the model among the live objects (the trainer does not hand it to plugins), so the
 trainer needs no test hook. Test code only: installed into a test's PYTHONPATH with a
@@ -10,11 +11,21 @@ from __future__ import annotations
 
 import gc
 import os
+import signal
 from pathlib import Path
 
 import numpy as np
 
 from cifarfw import hookimpl
+
+_signalled = []
+
+
+@hookimpl
+def on_train_progress(epoch):
+    if os.environ.get("CIFARFW_TEST_SIGTERM_EPOCH") == str(epoch) and not _signalled:
+        _signalled.append(epoch)
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 @hookimpl
