@@ -41,6 +41,8 @@ import contextlib
 import datetime
 import inspect
 import os
+import re
+import signal
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -49,7 +51,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from cifarfw.errors import UsageError
+from cifarfw.errors import CifarfwError, RunInterrupted, UsageError
 
 if TYPE_CHECKING:
     from cifarfw.config import RunConfig
@@ -214,6 +216,16 @@ class Group:
             torch.distributed.all_reduce(signum, op=torch.distributed.ReduceOp.MAX)
             run.stop_requested = run.stop_requested or int(signum.item())
 
+    def interrupted(self, run: Run) -> RunInterrupted:
+        """The error that stops this process after a signal; on ranks other than 0 it names no
+        run to resume (their run id is a scratch folder's), rank 0's own message does."""
+        if run.is_main:
+            return run.interrupted()
+        name = signal.Signals(run.stop_requested).name if run.stop_requested else "stop"
+        return RunInterrupted(
+            f"{name}: process {self.rank} stopped with rank 0 after its checkpoint", run.stop_requested or 2
+        )
+
 
 @contextlib.contextmanager
 def process_group(run: Run, device: torch.device) -> Iterator[Group]:
@@ -250,11 +262,34 @@ def process_group(run: Run, device: torch.device) -> Iterator[Group]:
         return
     try:
         yield group
-    except BaseException:
+    except BaseException as err:
         # A failed run: NCCL's teardown is collective and would wait for peers that may be
         # gone (the launcher ends this process); gloo's only closes this process's sockets.
         if backend == "gloo":
             dist.destroy_process_group()
+        if lost_peer(err):
+            resume = f"`cifarfw run --resume {run.id}` with the same launch options" if run.is_main else "--resume"
+            raise CifarfwError(
+                f"the distributed run lost a process ({_first_sentence(err)}); the last checkpoint is kept: "
+                f"find out why that process stopped (its own output, above), then continue with {resume}"
+            ) from None
         raise
     dist.barrier()  # leave together: a process exiting while a peer still uses the group can abort
     dist.destroy_process_group()
+
+
+def lost_peer(err: BaseException) -> bool:
+    """True for the errors a collective raises when a peer died, hung past the timeout or
+    became unreachable (gloo raises plain RuntimeErrors, newer backends DistError)."""
+    if isinstance(err, getattr(torch.distributed, "DistError", ())):
+        return True
+    text = str(err)
+    return isinstance(err, RuntimeError) and any(
+        mark in text for mark in ("gloo", "NCCL", "Connection reset", "Connection closed", "Timed out")
+    )
+
+
+def _first_sentence(err: BaseException) -> str:
+    """A backend error's message without its source-file prefix, up to its first sentence."""
+    lines = str(err).strip().splitlines() or [type(err).__name__]
+    return re.sub(r"^\[[^\]]*\]\s*", "", lines[0]).split(". ")[0][:200]

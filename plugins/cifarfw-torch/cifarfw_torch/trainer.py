@@ -231,7 +231,7 @@ class _Fit:
             # collective, so a peer that died keeps it), and a signal any process got stops all.
             self.group.agree_on_stop(self.run)
             if stop is not None or self.run.stop_requested:
-                raise stop or self.run.interrupted()
+                raise stop or self.group.interrupted(self.run)
             if 0 < self.max_steps <= self.global_step:
                 break
         if predictions is None:  # resumed after the last epoch: nothing trained, still report
