@@ -67,10 +67,6 @@ class Placement:
     backend: str  # e.g. "tf.distribute.MultiWorkerMirroredStrategy/ring"
     replicas: int  # over all workers
 
-    @property
-    def workers(self) -> int:
-        return int(getattr(self.strategy.extended, "_num_workers", 1))
-
 
 def collective_timeout() -> float:
     raw = os.environ.get(COLLECTIVE_TIMEOUT_ENV, "")
@@ -181,9 +177,8 @@ class DistributedLoop:
         self.steps = steps
         self.batch_size = batch_size
         self.count = count
-        workers = placement.workers
-        self.dataset = strategy.distribute_datasets_from_function(
-            lambda ctx: replica_slices(train, ctx.input_pipeline_id, workers, strategy.num_replicas_in_sync)
+        self.dataset = strategy.distribute_datasets_from_function(  # one input pipeline per worker
+            lambda ctx: replica_slices(train, ctx.input_pipeline_id, ctx.num_input_pipelines, ctx.num_replicas_in_sync)
         )
         optimizer = model.optimizer
         with strategy.scope():
