@@ -265,6 +265,10 @@ def execute(
             host.pm.unregister(reporter)
         if lock is not None:
             lock.release()
+        if rank != 0:  # the scratch folder of a non-writing rank
+            import shutil
+
+            shutil.rmtree(run_dir, ignore_errors=True)
     return run_dir
 
 
