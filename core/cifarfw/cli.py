@@ -306,7 +306,7 @@ def _run(**kwargs: Any) -> None:
                 failures.append((plugin, err))
                 if err.exit_code >= 128:  # interrupted: stop the whole sequence
                     raise
-    if run_dirs and (len(plugins) > 1 or len(run_dirs) > 1):
+    if run_dirs and (len(plugins) > 1 or len(run_dirs) > 1) and runner.world_from_env()[0] == 0:
         from cifarfw.cli_report import print_run_comparison
 
         print_run_comparison(run_dirs)  # several plugins or seeds: end with their comparison table
