@@ -59,3 +59,28 @@ def test_launcher_flag_errors(cli, entry_points):
     assert_one_line_error(code, err, "needs --rdzv-endpoint")
     code, _, err = cli("run", "--plugin", "fake", "--nproc-per-node", "0")
     assert_one_line_error(code, err, "must be positive")
+
+
+def test_launch_is_checked_once_before_torchrun(cli, entry_points, monkeypatch):
+    entry_points(("fake", "fakes:FAKE_PLUGIN"))
+    launched = []
+    monkeypatch.setattr("cifarfw.cli._launch_torchrun", lambda kwargs: launched.append(kwargs))
+    code, _, err = cli("run", "--plugin", "fake", "--nproc-per-node", "2")
+    assert_one_line_error(code, err, "--nproc-per-node launches torch plugins through torchrun", "numpy plugin")
+    code, _, err = cli("run", "--plugin", "fake", "--nproc-per-node", "2", "--epochs", "0")
+    assert_one_line_error(code, err, "epochs must be a positive integer")
+    assert launched == []
+    assert "WORLD_SIZE" not in __import__("os").environ  # the check left the environment as it was
+
+
+def test_torch_launch_refuses_an_indivisible_batch_before_starting(cli):
+    from cifarfw.plugins import PluginHost
+
+    host = PluginHost()
+    if host.plugins.get("torch-cnn") is None or host.plugins["torch-cnn"].status != "ok":
+        pytest.skip("torch-cnn is not installed")
+    code, _, err = cli(
+        "run", "--plugin", "torch-cnn", "--dataset", "synthetic", "--nproc-per-node", "2", "--batch-size", "63"
+    )
+    assert_one_line_error(code, err, "63")
+    assert code == 2

@@ -6,9 +6,11 @@ docs/exit-codes.md; set CIFARFW_DEBUG=1 to see tracebacks of internal errors.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
+from collections.abc import Iterator
 from typing import Any
 
 import click
@@ -230,8 +232,9 @@ def _run(**kwargs: Any) -> None:
 
     ctx = click.get_current_context()
     host = _host(ctx)
-    if kwargs["nproc_per_node"] is not None:
-        _launch_torchrun(kwargs)
+    launch_world = _check_launch(kwargs) if kwargs["nproc_per_node"] is not None else 0
+    if launch_world and kwargs["resume"]:
+        _launch_torchrun(kwargs)  # every rank checks the resumed run itself
     if kwargs["nnodes"] is not None or kwargs["rdzv_endpoint"] is not None:
         raise UsageError("--nnodes and --rdzv-endpoint go with --nproc-per-node")
     if kwargs["resume"]:
@@ -257,26 +260,19 @@ def _run(**kwargs: Any) -> None:
     file_layer = config_mod.load_file(kwargs["config_file"]) if kwargs["config_file"] else {}
 
     plugins = kwargs["plugin"]
-    resolved = []
-    for plugin in plugins:
-        if len(plugins) > 1:
-            # A model option only applies to the plugins whose models declare it.
-            try:
-                _, spec = host.resolve_model(plugin, kwargs["model"])
-            except CifarfwError as err:
-                resolved.append((plugin, err))
-                continue
-            own = {o.name for o in spec.options}
-            plugin_flags = dict(flags)
-            plugin_flags["model_options"] = {k: v for k, v in flags.get("model_options", {}).items() if k in own}
-        else:
-            plugin_flags = flags
-        try:
-            resolved.append((plugin, runner.resolve(host, plugin, kwargs["model"], file_layer, plugin_flags)))
-        except CifarfwError as err:
-            if len(plugins) == 1:
-                raise
-            resolved.append((plugin, err))
+    with _as_rank_zero_of(launch_world):  # a launch is checked once, here, as its ranks will see it
+        resolved = _resolve_all(host, plugins, kwargs["model"], file_layer, flags)
+    if launch_world:
+        for plugin, item in resolved:
+            if isinstance(item, CifarfwError):
+                raise item
+            if item[1].framework != "torch":
+                raise UsageError(
+                    f"--nproc-per-node launches torch plugins through torchrun; {plugin} is a {item[1].framework} "
+                    "plugin (see docs/distributed.md)"
+                )
+        if not kwargs["dry_run"]:
+            _launch_torchrun(kwargs)
 
     if kwargs["dry_run"]:
         for plugin, item in resolved:
@@ -315,12 +311,56 @@ def _run(**kwargs: Any) -> None:
         raise type(first)(f"{len(failures)} of the runs failed (first: {failures[0][0]}: {first})")
 
 
-def _launch_torchrun(kwargs: dict[str, Any]) -> None:
-    """Hand this same command over to torchrun, which starts one process per device and
-    sets RANK / WORLD_SIZE / LOCAL_RANK; each process runs `python -m cifarfw run ...`."""
-    import shutil
-    import subprocess
+def _resolve_all(
+    host: Any, plugins: tuple[str, ...], model: str | None, file_layer: dict[str, Any], flags: dict[str, Any]
+) -> list[tuple[str, Any]]:
+    """[(plugin, (plugin, spec, config) or the CifarfwError that stops it)]; with a single
+    plugin the error is raised."""
+    from cifarfw import runner
 
+    resolved: list[tuple[str, Any]] = []
+    for plugin in plugins:
+        if len(plugins) > 1:
+            # A model option only applies to the plugins whose models declare it.
+            try:
+                _, spec = host.resolve_model(plugin, model)
+            except CifarfwError as err:
+                resolved.append((plugin, err))
+                continue
+            own = {o.name for o in spec.options}
+            plugin_flags = dict(flags)
+            plugin_flags["model_options"] = {k: v for k, v in flags.get("model_options", {}).items() if k in own}
+        else:
+            plugin_flags = flags
+        try:
+            resolved.append((plugin, runner.resolve(host, plugin, model, file_layer, plugin_flags)))
+        except CifarfwError as err:
+            if len(plugins) == 1:
+                raise
+            resolved.append((plugin, err))
+    return resolved
+
+
+@contextlib.contextmanager
+def _as_rank_zero_of(world: int) -> Iterator[None]:
+    """Resolve as rank 0 of a ``world``-process launch would (0: leave the environment alone)."""
+    if not world:
+        yield
+        return
+    saved = {k: os.environ.get(k) for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
+    os.environ.update(RANK="0", WORLD_SIZE=str(world), LOCAL_RANK="0")
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def _check_launch(kwargs: dict[str, Any]) -> int:
+    """The world size of a --nproc-per-node launch, after checking its flags."""
     nproc, nnodes, endpoint = kwargs["nproc_per_node"], kwargs["nnodes"] or 1, kwargs["rdzv_endpoint"]
     if nproc < 1 or nnodes < 1:
         raise UsageError("--nproc-per-node and --nnodes must be positive integers")
@@ -328,6 +368,16 @@ def _launch_torchrun(kwargs: dict[str, Any]) -> None:
         raise UsageError("--nnodes > 1 needs --rdzv-endpoint HOST:PORT (the same on every machine)")
     if "WORLD_SIZE" in os.environ:
         raise UsageError("already inside a distributed launch; drop --nproc-per-node")
+    return nproc * nnodes
+
+
+def _launch_torchrun(kwargs: dict[str, Any]) -> None:
+    """Hand this same command over to torchrun, which starts one process per device and
+    sets RANK / WORLD_SIZE / LOCAL_RANK; each process runs `python -m cifarfw run ...`."""
+    import shutil
+    import subprocess
+
+    nproc, nnodes, endpoint = kwargs["nproc_per_node"], kwargs["nnodes"] or 1, kwargs["rdzv_endpoint"]
     if shutil.which("torchrun") is None and not _has_module("torch.distributed.run"):
         raise UsageError("--nproc-per-node needs torch installed (torchrun); install cifarfw-torch")
     args = sys.argv[1:] if sys.argv and sys.argv[0].endswith(("cifarfw", "__main__.py")) else None
