@@ -79,6 +79,8 @@ def child(spec: dict[str, Any]) -> None:
                     "test_acc": metrics["test_acc"],
                     "from_process_start_s": now - PROCESS_START,
                     "from_run_start_s": now - marks["run_start"],
+                    # CPU seconds of this process (all threads): what the load of other processes can't inflate much
+                    "cpu_s_from_process_start": time.process_time(),
                 }
             )
 
@@ -156,6 +158,7 @@ def main() -> None:
     report: dict[str, Any] = {
         "benchmark": "keras_cnn_throughput",
         "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform(), "load_avg_at_start": os.getloadavg()},
+        "note": "other processes may share the CPUs: compare load_avg with cpu_count before trusting absolute times",
         "epochs": args.epochs,
         "train_n": args.train_n,
     }
@@ -220,12 +223,14 @@ def main() -> None:
                         "from_process_start_s": hit["from_process_start_s"] if hit else None,
                         "from_run_start_s": hit["from_run_start_s"] if hit else None,
                         "train_s": hit["train_s_so_far"] if hit else None,
+                        "cpu_s_from_process_start": hit["cpu_s_from_process_start"] if hit else None,
                         "peak_rss_mib": result["peak_rss_mib"],
                     }
                 )
                 if hit is not None:
                     break
             report["time_to_study_accuracy"] = {"target_test_acc": STUDY_TEST_ACC, "goal_s": 84, "attempts": attempts}
+    report["machine"]["load_avg_at_end"] = os.getloadavg()
     print(json.dumps(report, indent=2))
 
 
