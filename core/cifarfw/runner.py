@@ -21,6 +21,7 @@ from typing import Any
 from cifarfw import __version__
 from cifarfw import config as config_mod
 from cifarfw.errors import CifarfwError, DiskFullError, NonFiniteLossError, RunDirError, RunInterrupted, UsageError
+from cifarfw.hardware import cpu_name
 from cifarfw.plugins import PluginHost
 from cifarfw.runs import SCHEMA_VERSION, Run, RunLock, atomic_write, find_run, make_run_dir, read_record
 from cifarfw.specs import ModelSpec
@@ -87,16 +88,6 @@ def _git_commit() -> str | None:
     except (OSError, subprocess.SubprocessError):
         return None
     return out.stdout.strip() or None
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def _versions(plugin_dist: str) -> dict[str, str]:
@@ -199,7 +190,7 @@ def execute(
         "config": config.as_dict(),
         "dataset": dataset.describe(),
         "versions": _versions(info.distribution if info else ""),
-        "hardware": {"cpu": _cpu_name(), "cpu_count": os.cpu_count(), "accelerator": "cpu"},
+        "hardware": {"cpu": cpu_name(), "cpu_count": os.cpu_count(), "accelerator": "cpu"},
         "git_commit": _git_commit(),
         "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "params": {"total": None, "trainable": None},

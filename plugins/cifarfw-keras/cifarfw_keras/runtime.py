@@ -6,14 +6,12 @@ the answer depends on the GPUs present (``--device gpu``, ``--precision fp16``).
 
 from __future__ import annotations
 
-import functools
-import platform
 import re
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cifarfw.errors import UsageError
+from cifarfw.hardware import cpu_has_native_bf16
 
 if TYPE_CHECKING:
     from cifarfw.config import RunConfig
@@ -42,28 +40,6 @@ class Runtime:
 
     def describe(self) -> dict[str, Any]:
         return {"device": self.device, "precision": self.precision}
-
-
-def _cpu_flags() -> set[str]:
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return set()
-    for line in text.splitlines():
-        name, _, value = line.partition(":")
-        if name.strip().lower() in ("flags", "features"):
-            return set(value.split())
-    return set()
-
-
-@functools.cache
-def cpu_has_native_bf16() -> bool:
-    """True when the CPU computes bfloat16 in hardware (AVX512-BF16, AMX, Arm BF16): there
-    TensorFlow's oneDNN kernels make mixed_bfloat16 faster than float32."""
-    flags = _cpu_flags()
-    if flags & {"avx512_bf16", "amx_bf16"}:
-        return True
-    return platform.machine().lower() in ("aarch64", "arm64") and "bf16" in flags
 
 
 def _gpus() -> list[Any]:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
-import platform
 import random
 import shutil
 import time
@@ -27,6 +26,7 @@ import numpy as np
 import torch
 
 from cifarfw.errors import UsageError
+from cifarfw.hardware import cpu_has_native_bf16
 
 if TYPE_CHECKING:
     from cifarfw.config import RunConfig
@@ -73,30 +73,11 @@ class Runtime:
         return "cpu"
 
 
-def _cpu_flags() -> set[str] | None:
-    """The CPU feature flags from /proc/cpuinfo (Linux), else None."""
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return None
-    for line in text.splitlines():
-        key = line.split(":", 1)[0].strip().lower()
-        if key in ("flags", "features"):  # x86 says flags, Arm says Features
-            return set(line.split(":", 1)[1].split())
-    return None
-
-
 @functools.cache
 def cpu_bf16_native() -> bool:
     """True when this CPU computes bfloat16 natively and torch's bf16 kernels run here."""
-    flags = _cpu_flags()
-    if flags is None:
-        return False  # no way to tell; emulated bf16 would be slower than fp32
-    native = bool(flags & {"avx512_bf16", "amx_bf16"}) or (
-        platform.machine().lower() in ("aarch64", "arm64") and "bf16" in flags
-    )
-    if not native:
-        return False
+    if not cpu_has_native_bf16():
+        return False  # emulated bf16 would be slower than fp32
     try:  # the kernels exist and give the right answer
         ones = torch.ones(8, 8, dtype=torch.bfloat16)
         return bool(((ones @ ones) == 8).all())
