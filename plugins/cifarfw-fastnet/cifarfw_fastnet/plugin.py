@@ -10,8 +10,11 @@ over the batch, SGD with coupled weight decay):
 * ``cpu`` (default): sized for two CPU cores and bf16 autocast: blocks of 64, 128, 128
   channels (the size of airbench93, under half the FLOPs of the gpu widths),
   batch 512, 16 epochs: planned for about 15 minutes on an otherwise idle two-core machine.
-* ``gpu``: the full widths (64, 256, 256), batch 1024, 10 epochs, fp16 AMP (precision
-  auto on CUDA): written to reach 94% in a few seconds on an A100-class GPU.
+* ``gpu``: the full widths (64, 256, 256), batch 1024, 14 epochs, fp16 AMP (precision
+  auto on CUDA): written to reach 94% on the official CIFAR-10 files in a few seconds on an
+  A100-class GPU. airbench's ablations put this combination (whitening, identity init,
+  64x BN-bias rate, flip TTA; no lookahead, no multi-crop TTA, no alternating flips) at
+  94% in 13.5 epochs; on an H100 the stock trainer runs an epoch in about 0.42 s.
 
 Both use Nesterov SGD (momentum 0.85) with a one-cycle schedule, label smoothing 0.2,
 random 2-pixel translations and flips, no brightness jitter, and flip test-time
@@ -63,7 +66,7 @@ RECIPES: dict[str, dict[str, Any]] = {
     },
     "gpu": {
         **_COMMON,
-        "epochs": 10,
+        "epochs": 14,
         "batch_size": 1024,
         "lr": _lr(1024),
         "model_options": {"widths": "64,256,256", "activation": "gelu"},
