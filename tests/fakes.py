@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import time
+import zipfile
 
 import numpy as np
 
@@ -52,7 +53,15 @@ class NumpyTrainer:
         model.w = np.random.default_rng(cfg.seed).normal(0, 0.01, (xtr.shape[1], ds.num_classes))
         first_epoch, train_seconds = 1, 0.0
         if run.resume_checkpoint is not None:
-            state = np.load(run.resume_checkpoint)
+            try:
+                state = np.load(run.resume_checkpoint)
+                state["w"]
+            except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as err:
+                from cifarfw.errors import WeightsError
+
+                raise WeightsError(
+                    f"checkpoint {run.resume_checkpoint} cannot be read ({type(err).__name__})"
+                ) from None
             model.w, model.b = state["w"], state["b"]
             first_epoch, train_seconds = int(state["epoch"]) + 1, float(state["train_seconds"])
         total = model.w.size + model.b.size

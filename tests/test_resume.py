@@ -141,3 +141,41 @@ def test_resume_of_a_locked_run_fails_fast(world):
         sleeper.wait()
     code, _, err = cli("run", "--resume", "last", "--runs-root", str(runs))  # stale now
     assert code == 0, err
+
+
+def test_corrupt_latest_checkpoint_falls_back_to_the_previous(world):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    cli, runs = world
+    args = ("run", "--plugin", "fake", "--epochs", "5", "--seed", "4")
+    cli(*args, "--runs-root", str(runs / "straight"))
+    SIGNALLER.signum, SIGNALLER.at_epoch = signal.SIGTERM, 3
+    cli(*args, "--runs-root", str(runs / "stopped"))
+    SIGNALLER.signum = 0
+    run_dir = next(p for p in (runs / "stopped").iterdir() if p.is_dir())
+    record = json.loads((run_dir / "run.json").read_text())
+    assert record["checkpoint"]["epoch"] == 3 and record["previous_checkpoint"]["epoch"] == 2
+    latest = run_dir / "checkpoints" / "epoch3.npz"
+    latest.write_bytes(latest.read_bytes()[:200])  # corrupt the latest checkpoint
+    code, _, err = cli("run", "--resume", "last", "--runs-root", str(runs / "stopped"))
+    assert code == 0, err
+    assert "warning:" in err and "falling back to the previous checkpoint" in err and "(epoch 2)" in err
+    (straight,) = records(runs / "straight")
+    (resumed,) = records(runs / "stopped")
+    assert [e["epoch"] for e in resumed["epochs"]] == [1, 2, 3, 4, 5]
+    assert [e["train_loss"] for e in resumed["epochs"]] == [e["train_loss"] for e in straight["epochs"]]
+    events = EventAccumulator(str(run_dir))
+    events.Reload()
+    assert [e.step for e in events.Scalars("loss/train")] == [1, 2, 3, 4, 5]
+
+
+def test_corrupt_checkpoint_without_a_previous_one_is_refused(world):
+    cli, runs = world
+    SIGNALLER.signum, SIGNALLER.at_epoch = signal.SIGTERM, 1
+    cli("run", "--plugin", "fake", "--epochs", "3", "--runs-root", str(runs))
+    SIGNALLER.signum = 0
+    run_dir = next(p for p in runs.iterdir() if p.is_dir())
+    (run_dir / "checkpoints" / "epoch1.npz").write_bytes(b"garbage")
+    code, _, err = cli("run", "--resume", "last", "--runs-root", str(runs))
+    assert_one_line_error(code, err, "epoch1.npz cannot be read")
+    assert code == 4

@@ -20,7 +20,15 @@ from typing import Any
 
 from cifarfw import __version__
 from cifarfw import config as config_mod
-from cifarfw.errors import CifarfwError, DiskFullError, NonFiniteLossError, RunDirError, RunInterrupted, UsageError
+from cifarfw.errors import (
+    CifarfwError,
+    DiskFullError,
+    NonFiniteLossError,
+    RunDirError,
+    RunInterrupted,
+    UsageError,
+    WeightsError,
+)
 from cifarfw.hardware import cpu_name
 from cifarfw.plugins import PluginHost
 from cifarfw.runs import SCHEMA_VERSION, Run, RunLock, atomic_write, find_run, make_run_dir, read_record
@@ -204,7 +212,8 @@ def execute(
         # The checkpoint stays the run's last complete one until a new one is written: a second
         # --resume, and the other ranks of a distributed resume (which read run.json after this
         # rank rewrites it), must find it.
-        record.update({k: previous[k] for k in ("started_at", "epochs", "params", "checkpoint") if k in previous})
+        kept = ("started_at", "epochs", "params", "checkpoint", "previous_checkpoint")
+        record.update({k: previous[k] for k in kept if k in previous})
         record["resumed"] = [*previous.get("resumed", []), time.strftime("%Y-%m-%dT%H:%M:%S%z")]
         done = (previous.get("checkpoint") or {}).get("epoch", 0)
         record["epochs"] = [e for e in record["epochs"] if e.get("epoch", 0) <= done]
@@ -226,8 +235,12 @@ def execute(
             status, result, error = "failed", None, None
             try:
                 run.emit("on_run_start")
-                trainer = trainer_spec.factory()
-                result = trainer.fit(run)
+                try:
+                    result = trainer_spec.factory().fit(run)
+                except WeightsError as err:
+                    if not _fall_back_to_previous_checkpoint(run, err, resume_dir):
+                        raise
+                    result = trainer_spec.factory().fit(run)
                 status = "finished"
             except NonFiniteLossError as err:
                 status, error = "nan", err
@@ -261,6 +274,23 @@ def execute(
 
             shutil.rmtree(run_dir, ignore_errors=True)
     return run_dir
+
+
+def _fall_back_to_previous_checkpoint(run: Run, err: WeightsError, resume_dir: Path | None) -> bool:
+    """After the latest checkpoint of a resumed run failed to load, point the run at the one
+    before it (the trainers keep two) and say so; False when there is none to fall back to."""
+    if run.resume_checkpoint is None or resume_dir is None:
+        return False
+    previous = read_record(resume_dir).get("previous_checkpoint") if run.rank else run.record.get("previous_checkpoint")
+    if not previous or not Path(previous["path"]).is_file() or Path(previous["path"]) == run.resume_checkpoint:
+        return False
+    if run.is_main:
+        warn(f"{err}; falling back to the previous checkpoint {previous['path']} (epoch {previous['epoch']})")
+    run.resume_checkpoint, run.resumed_from_epoch = Path(previous["path"]), int(previous["epoch"])
+    run.record["epochs"] = [e for e in run.record.get("epochs", []) if e.get("epoch", 0) <= run.resumed_from_epoch]
+    run.record["checkpoint"] = previous
+    run.record.pop("previous_checkpoint", None)
+    return True
 
 
 @contextlib.contextmanager

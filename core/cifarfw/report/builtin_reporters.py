@@ -129,6 +129,9 @@ class RecordReporter:
 
     @hookimpl
     def on_checkpoint(self, run: Run, epoch: int, path: str) -> None:
+        last = run.record.get("checkpoint")
+        if last and last.get("epoch") != epoch:  # kept for the fallback from a corrupt latest one
+            run.record["previous_checkpoint"] = last
         run.record["checkpoint"] = {"epoch": int(epoch), "path": str(path)}
         self._save()
 
@@ -157,6 +160,7 @@ class TensorBoardReporter:
         self.run = run
         self.writer = EventWriter(run.dir)
         self.session_started = False
+        self.restart_marked = False
 
     def _start_session(self, run: Run) -> None:
         """The session's hparams, once: after the model is built, when the trainer has
@@ -172,9 +176,6 @@ class TensorBoardReporter:
     def on_run_start(self, run: Run) -> None:
         from cifarfw.config import to_toml
 
-        if run.resumed_from_epoch or run.resume_checkpoint is not None:
-            # TensorBoard drops the earlier files' events from this step on: no duplicate steps.
-            self.writer.restart(run.resumed_from_epoch + 1)
         self.writer.text("config", "```\n" + to_toml(run.config) + "\n```")
         self.writer.flush()
         if run.is_main:
@@ -200,6 +201,11 @@ class TensorBoardReporter:
 
     @hookimpl
     def on_epoch_end(self, run: Run, epoch: int, metrics: dict[str, float]) -> None:
+        if not self.restart_marked and (run.resumed_from_epoch or run.resume_checkpoint is not None):
+            # A resumed run: TensorBoard drops the earlier files' events from this step on, so
+            # epochs trained again after a crash (or a checkpoint fallback) have no duplicates.
+            self.writer.restart(epoch)
+            self.restart_marked = True
         for name, value in metrics.items():
             self.writer.scalar(METRIC_TAGS.get(name, f"extra/{name}"), value, epoch)
         self.writer.flush()
