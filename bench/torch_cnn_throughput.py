@@ -15,12 +15,15 @@ model building or test evaluation). Peak memory is each child's RSS high-water m
 
 Usage:
   .venv/bin/python bench/torch_cnn_throughput.py [--steps 300] [--data ../shared/data]
-      [--checksums FILE] [--workers 2] [--repeats 1]
+      [--checksums FILE] [--workers 2] [--study-threads N] [--repeats 1]
 
 Prints one JSON object: both images/s, their ratio (goal >= 3.0 on the 2-core machine),
 both peak RSS (goal <= 3 GiB for cifarfw), the resolved precision/threads, and the load
 average before and after (other work on the machine slows both sides; with --repeats R
-the sides alternate R times and the medians are compared).
+the sides alternate R times and the medians are compared). On a machine other work keeps
+busy, the study pipeline's default 2 torch threads stall at every op's barrier (cifarfw
+picks its thread count from the free cores); --study-threads 1 gives the study side the
+same relief, for a conservative ratio.
 """
 
 from __future__ import annotations
@@ -47,7 +50,10 @@ GOAL_RATIO, GOAL_RSS_GIB = 3.0, 3.0
 def study_pipeline(args: argparse.Namespace) -> dict[str, Any]:
     cmd = [sys.executable, str(args.seed_script), str(args.data / "cifar-10-batches-py")]
     cmd += ["--max-steps", str(args.steps), "--workers", str(args.workers)]
-    done = run_measured(cmd, cwd=ROOT)
+    env = dict(os.environ)
+    if args.study_threads:  # the study as written leaves torch's default (one per core)
+        env["OMP_NUM_THREADS"] = str(args.study_threads)
+    done = run_measured(cmd, cwd=ROOT, env=env)
     if done.returncode != 0:
         sys.exit(f"the study pipeline failed ({done.returncode}): {done.stderr[-2000:]}")
     out = last_json(done.stdout)
@@ -110,6 +116,13 @@ def main() -> None:
     parser.add_argument("--checksums", type=Path, default=SHARED / "data" / "cifar-10-batches-py.md5")
     parser.add_argument("--seed-script", type=Path, default=SHARED / "bench" / "seed_torch_cnn.py")
     parser.add_argument("--workers", type=int, default=2, help="DataLoader workers of the study pipeline")
+    parser.add_argument(
+        "--study-threads",
+        type=int,
+        default=0,
+        help="OMP_NUM_THREADS for the study pipeline (default: unset, as the study ran it); 1 spares it the "
+        "thread stalls of a machine other work keeps busy",
+    )
     parser.add_argument("--repeats", type=int, default=1, help="alternate the two sides this many times")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -140,6 +153,7 @@ def main() -> None:
                 },
                 "steps": args.steps,
                 "batch_size": BATCH,
+                "study_threads": args.study_threads or "torch default",
                 "study_pipeline": {"images_per_s": study_ips, "runs": study},
                 "cifarfw": {"images_per_s": ours_ips, "runs": ours},
                 "ratio": round(ratio, 2),
