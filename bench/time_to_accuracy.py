@@ -21,7 +21,9 @@ reports its final test accuracy and training time, and this recipe's time to rea
 same accuracy.
 
 The machine's 1-minute load average is recorded before and after each run: other work on
-the machine slows every figure.
+the machine slows every figure. The torch trainer picks its CPU threads from the load
+average (which lags: a run started right after another sees the previous run's load);
+``--threads N`` fixes them for every run of the benchmark.
 
 Usage:
   .venv/bin/python bench/time_to_accuracy.py --plugin torch-cnn --recipe fast --seeds 3
@@ -94,7 +96,10 @@ def run_seed(args: argparse.Namespace, seed: int, logs: Path) -> dict[str, Any]:
     epoch_wall: dict[int, float] = {}
     started = time.perf_counter()
     with log_path.open("w") as log:
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT)
+        env = dict(os.environ)
+        if args.threads:  # the torch trainer otherwise picks its threads from the load average
+            env["CIFARFW_TORCH_THREADS"] = str(args.threads)
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT, env=env)
         assert proc.stdout is not None
         for line in proc.stdout:
             now = time.perf_counter() - started
@@ -192,6 +197,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", type=Path, default=SHARED / "data", help="folder holding cifar-10-batches-py/")
     parser.add_argument("--baseline", action="store_true", help="also run ../shared/bench/seed_torch_cnn.py")
     parser.add_argument("--baseline-epochs", type=int, default=20)
+    parser.add_argument(
+        "--threads", type=int, default=0, help="CPU threads for the torch trainer (default: its own choice by load)"
+    )
     parser.add_argument("--logs", type=Path, default=None, help="folder for the runs' console logs")
     parser.add_argument("--extra", nargs=argparse.REMAINDER, default=[], help="more `cifarfw run` arguments")
     args = parser.parse_args(argv)
@@ -226,6 +234,7 @@ def main(argv: list[str] | None = None) -> int:
         "recipe": runs[0]["recipe"],
         "seeds": [r["seed"] for r in runs],
         "eval_every_epochs": args.eval_every_epochs,
+        "threads": args.threads or "trainer's choice",
         "data": str(args.data),
         "machine": {"cpu": cpu_name(), "cpu_count": os.cpu_count()},
         "targets": targets,
