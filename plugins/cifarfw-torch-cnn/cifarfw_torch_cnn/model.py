@@ -3,6 +3,12 @@
 conv3x3(3→32, same, no bias) + BN + ReLU + maxpool 2, the same for 32→64 and 64→128,
 flatten 128·4·4, dropout 0.5, FC 2048→120, ReLU, FC 120→84, ReLU, FC 84→classes.
 The layer names match the study's code, so its state dicts load as they are.
+
+Two rewrites compute the same function faster on a CPU (bench/torch_cnn_throughput.py):
+each block max-pools before its ReLU (the two commute, as ReLU is monotonic, so outputs
+and gradients are unchanged, and the ReLU touches a quarter of the values), and dropout
+draws its mask with ``rand_like`` instead of ``bernoulli_`` (the same distribution; on
+a CPU ``bernoulli_`` takes about three times as long).
 """
 
 from __future__ import annotations
@@ -10,6 +16,19 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+
+class UniformDropout(nn.Dropout):
+    """``nn.Dropout`` (same ``p``, same scaling, same eval behaviour) whose training mask
+    comes from ``rand_like`` rather than ``bernoulli_``, which is slow on CPUs."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0.0:
+            return x
+        if self.p == 1.0:
+            return torch.zeros_like(x)
+        keep = torch.rand_like(x) >= self.p
+        return x * keep * (1.0 / (1.0 - self.p))
 
 
 class StudyCNN(nn.Module):
@@ -25,11 +44,12 @@ class StudyCNN(nn.Module):
         self.fc1 = nn.Linear(128 * 4 * 4, 120)
         self.fc2 = nn.Linear(120, 84)
         self.fc3 = nn.Linear(84, num_classes)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = UniformDropout(dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.pool(F.relu(self.bn1(self.conv1(x))))
-        x = self.pool(F.relu(self.bn2(self.conv2(x))))
-        x = self.pool(F.relu(self.bn3(self.conv3(x))))
+        # pool(relu(y)) == relu(pool(y)): the ReLU runs after the pool, on 4x fewer values
+        x = F.relu(self.pool(self.bn1(self.conv1(x))))
+        x = F.relu(self.pool(self.bn2(self.conv2(x))))
+        x = F.relu(self.pool(self.bn3(self.conv3(x))))
         x = self.dropout(torch.flatten(x, 1))
         return self.fc3(F.relu(self.fc2(F.relu(self.fc1(x)))))

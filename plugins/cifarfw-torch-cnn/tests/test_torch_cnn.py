@@ -56,6 +56,53 @@ def test_exactly_the_study_network():
     assert model(torch.zeros(2, 3, 32, 32)).shape == (2, 10)
 
 
+def _study_forward(model, x: torch.Tensor) -> torch.Tensor:
+    """The study's forward pass as written (ReLU, then pool), dropout off."""
+    import torch.nn.functional as F
+
+    x = model.pool(F.relu(model.bn1(model.conv1(x))))
+    x = model.pool(F.relu(model.bn2(model.conv2(x))))
+    x = model.pool(F.relu(model.bn3(model.conv3(x))))
+    x = torch.flatten(x, 1)
+    return model.fc3(F.relu(model.fc2(F.relu(model.fc1(x)))))
+
+
+def test_faster_forward_gives_the_study_outputs_and_gradients():
+    from cifarfw_torch_cnn.model import StudyCNN
+
+    torch.manual_seed(0)
+    model = StudyCNN()
+    model.dropout.p = 0.0  # everything but the random mask
+    x = torch.randn(8, 3, 32, 32)
+    outputs = []
+    grads = []
+    for forward in (model, lambda inp: _study_forward(model, inp)):
+        model.zero_grad()
+        out = forward(x)
+        out.square().sum().backward()
+        outputs.append(out.detach())
+        grads.append({n: p.grad.clone() for n, p in model.named_parameters()})
+    assert torch.allclose(outputs[0], outputs[1], atol=1e-6)
+    for name in grads[0]:
+        assert torch.allclose(grads[0][name], grads[1][name], atol=1e-5), name
+
+
+def test_dropout_keeps_a_scaled_half_in_training_and_everything_in_eval():
+    from cifarfw_torch_cnn.model import UniformDropout
+
+    torch.manual_seed(0)
+    dropout = UniformDropout(0.5)
+    x = torch.ones(200, 2048)
+    y = dropout(x)
+    kept = y != 0
+    assert 0.49 < kept.float().mean().item() < 0.51
+    assert torch.equal(y[kept], torch.full_like(y[kept], 2.0))  # survivors scaled by 1 / (1 - p)
+    assert not torch.equal(dropout(x), y)  # a fresh mask per call
+    dropout.eval()
+    assert torch.equal(dropout(x), x)
+    assert torch.equal(UniformDropout(1.0)(x), torch.zeros_like(x))
+
+
 def test_registered_with_the_study_recipe():
     host = PluginHost()
     plugin, spec = host.resolve_model("torch-cnn", None)
