@@ -14,6 +14,7 @@ from cifarfw.plugins import PluginHost
 from cifarfw.specs import IMAGENET_MEAN, IMAGENET_STD
 from cifarfw_alexnet import plugin
 from cifarfw_alexnet.model import FREEZE_POLICIES, CastCachingLinear, StudyAlexNet, count_parameters
+from cifarfw_torch.layers import UniformDropout
 
 TOTAL = 44_428_106  # features 2,469,696 + classifier 41,958,410
 
@@ -27,8 +28,8 @@ def models() -> dict[str, StudyAlexNet]:
 def test_classifier_is_the_studys_exactly(models):
     classifier = models["study"].classifier
     kinds = [type(layer) for layer in classifier]
-    assert kinds == [nn.Dropout, CastCachingLinear, nn.ReLU, nn.Dropout, nn.Linear, nn.ReLU, nn.Linear]
-    assert issubclass(CastCachingLinear, nn.Linear)
+    assert kinds == [UniformDropout, CastCachingLinear, nn.ReLU, UniformDropout, nn.Linear, nn.ReLU, nn.Linear]
+    assert issubclass(CastCachingLinear, nn.Linear) and issubclass(UniformDropout, nn.Dropout)
     assert [classifier[i].p for i in (0, 3)] == [0.5, 0.5]
     shapes = [(classifier[i].in_features, classifier[i].out_features) for i in (1, 4, 6)]
     assert shapes == [(9216, 4096), (4096, 1024), (1024, 10)]

@@ -6,9 +6,9 @@ The layer names match the study's code, so its state dicts load as they are.
 
 Two rewrites compute the same function faster on a CPU (bench/torch_cnn_throughput.py):
 each block max-pools before its ReLU (the two commute, as ReLU is monotonic, so outputs
-and gradients are unchanged, and the ReLU touches a quarter of the values), and dropout
-draws its mask with ``rand_like`` instead of ``bernoulli_`` (the same distribution; on
-a CPU ``bernoulli_`` takes about three times as long).
+and gradients are unchanged, and the ReLU touches a quarter of the values), and dropout is
+:class:`cifarfw_torch.layers.UniformDropout` (the same distribution, its mask drawn
+with ``rand_like``: ``bernoulli_`` takes about three times as long on a CPU).
 """
 
 from __future__ import annotations
@@ -17,18 +17,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from cifarfw_torch.layers import UniformDropout
 
-class UniformDropout(nn.Dropout):
-    """``nn.Dropout`` (same ``p``, same scaling, same eval behaviour) whose training mask
-    comes from ``rand_like`` rather than ``bernoulli_``, which is slow on CPUs."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.training or self.p == 0.0:
-            return x
-        if self.p == 1.0:
-            return torch.zeros_like(x)
-        keep = torch.rand_like(x) >= self.p
-        return x * keep * (1.0 / (1.0 - self.p))
+__all__ = ["StudyCNN", "UniformDropout"]
 
 
 class StudyCNN(nn.Module):

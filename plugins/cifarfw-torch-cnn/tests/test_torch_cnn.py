@@ -87,22 +87,6 @@ def test_faster_forward_gives_the_study_outputs_and_gradients():
         assert torch.allclose(grads[0][name], grads[1][name], atol=1e-5), name
 
 
-def test_dropout_keeps_a_scaled_half_in_training_and_everything_in_eval():
-    from cifarfw_torch_cnn.model import UniformDropout
-
-    torch.manual_seed(0)
-    dropout = UniformDropout(0.5)
-    x = torch.ones(200, 2048)
-    y = dropout(x)
-    kept = y != 0
-    assert 0.49 < kept.float().mean().item() < 0.51
-    assert torch.equal(y[kept], torch.full_like(y[kept], 2.0))  # survivors scaled by 1 / (1 - p)
-    assert not torch.equal(dropout(x), y)  # a fresh mask per call
-    dropout.eval()
-    assert torch.equal(dropout(x), x)
-    assert torch.equal(UniformDropout(1.0)(x), torch.zeros_like(x))
-
-
 def test_registered_with_the_study_recipe():
     host = PluginHost()
     plugin, spec = host.resolve_model("torch-cnn", None)

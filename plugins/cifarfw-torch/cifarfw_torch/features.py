@@ -92,7 +92,7 @@ def compute(
             for start in range(0, n, chunk):
                 index = torch.arange(start, min(n, start + chunk), device=runtime.device)
                 with runtime.autocast():
-                    features = prefix(pipeline.eval_batch(split, index, flip=flip))
+                    features = prefix(pipeline.eval_batch(split, index, flip=flip, dtype=runtime.autocast_dtype))
                 if out is None:
                     out = torch.empty((len(flips), n, *features.shape[1:]), dtype=dtype, device=runtime.device)
                 out[variant, start : start + len(index)] = features

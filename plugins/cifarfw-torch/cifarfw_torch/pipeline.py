@@ -125,14 +125,23 @@ class BatchPipeline:
             x = x.mul_(draw.brightness[:, None, None, None]).clamp_(max=255.0)
         return self._finish(x), split.labels[index]
 
-    def eval_batch(self, split: DeviceSplit, index: torch.Tensor, flip: bool = False) -> torch.Tensor:
-        """Images ``index`` normalised and resized, no augmentation (``flip`` mirrors all)."""
-        x = _planes(split.pixels[index])
-        return self._finish(x.flip(3) if flip else x)
+    def eval_batch(
+        self, split: DeviceSplit, index: torch.Tensor, flip: bool = False, dtype: torch.dtype | None = None
+    ) -> torch.Tensor:
+        """Images ``index`` normalised and resized, no augmentation (``flip`` mirrors all).
 
-    def _finish(self, planes: torch.Tensor) -> torch.Tensor:
+        ``dtype`` (default float32) is the result's; a 16-bit one is applied before the
+        resize, which then runs on half the bytes (the feature cache uses this: autocast
+        would round the model's input to that dtype anyway, after a costlier cast).
+        """
+        x = _planes(split.pixels[index])
+        return self._finish(x.flip(3) if flip else x, dtype)
+
+    def _finish(self, planes: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
         """Normalise float NCHW pixels (0-255), resize to the model's input size, set the layout."""
         x = planes.mul_(self.scale).sub_(self.shift)
+        if dtype is not None:
+            x = x.to(dtype)
         if x.shape[-1] != self.input_size or x.shape[-2] != self.input_size:
             x = F.interpolate(x, size=(self.input_size, self.input_size), mode="bilinear", align_corners=False)
         return x.contiguous(memory_format=self.memory_format)
