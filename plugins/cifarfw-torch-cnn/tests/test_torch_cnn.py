@@ -160,3 +160,21 @@ def test_bad_input_is_one_line_and_nonzero(tmp_path, monkeypatch, capsys, flags,
     assert fragment in one_line_error(result)
     assert result.returncode == 2
     assert not (tmp_path / "runs").exists()
+
+
+def test_dropout_option_sets_the_rate_and_refuses_bad_values(tmp_path, monkeypatch, capsys):
+    from cifarfw.cli import main
+
+    _, spec = PluginHost().resolve_model("torch-cnn", None)
+    assert [(o.name, o.default) for o in spec.options] == [("dropout", 0.5)]
+    assert spec.factory(num_classes=10, options={"dropout": 0.2}).dropout.p == 0.2
+    assert spec.factory(num_classes=10, options={}).dropout.p == 0.5
+    for var in [v for v in os.environ if v.startswith("CIFARFW_")]:
+        monkeypatch.delenv(var)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["run", "--plugin", "torch-cnn", "--dataset", "synthetic", "--dropout", "1.5"])
+    result = subprocess.CompletedProcess([], exit_info.value.code, "", capsys.readouterr().err)
+    assert "--dropout must be in [0, 1), got 1.5" in one_line_error(result)
+    assert result.returncode == 2
+    assert not (tmp_path / "runs").exists()
