@@ -11,6 +11,7 @@ import json
 import tomllib
 
 import pytest
+
 from conftest import TESTS, assert_one_line_error
 
 FIXTURES = TESTS / "fixtures"

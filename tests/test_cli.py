@@ -8,8 +8,9 @@ import subprocess
 import sys
 
 import pytest
-from conftest import assert_one_line_error
 from test_data import Exploit, write_cifar
+
+from conftest import assert_one_line_error
 
 FAKE = ("fake", "fakes:FAKE_PLUGIN")
 

@@ -15,10 +15,10 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
-from conftest import assert_one_line_error
 from test_compare_support import make_failed_run, make_host, make_run, make_study_runs
 
 from cifarfw.report import compare
+from conftest import assert_one_line_error
 
 GOLDEN = Path(__file__).parent / "golden"
 CHROMIUM = Path("/usr/bin/chromium")

@@ -8,10 +8,10 @@ import socket
 
 import numpy as np
 import pytest
-from conftest import shared_data_dir
 
 from cifarfw.data import Split, balanced_indices, cifar10, synthetic
 from cifarfw.errors import DataError
+from conftest import shared_data_dir
 
 
 def test_synthetic_is_deterministic_balanced_and_seed_dependent():

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import click
 import pytest
-from conftest import ROOT
 
 from cifarfw import errors, hookspecs
+from conftest import ROOT
 
 DOCS = ROOT / "docs"
 PAGES = ["user-guide.md", "cli.md", "hooks.md", "plugin-guide.md", "run-folder.md", "exit-codes.md", "architecture.md"]

@@ -5,11 +5,11 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import assert_one_line_error
 
 from cifarfw.cli import _drop_options
 from cifarfw.errors import UsageError
 from cifarfw.runner import world_from_env
+from conftest import assert_one_line_error
 
 
 def test_single_process_by_default(monkeypatch):

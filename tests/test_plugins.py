@@ -7,10 +7,10 @@ import json
 import tomllib
 
 import pytest
-from conftest import ROOT, assert_one_line_error
 
 from cifarfw.errors import PluginError, UsageError
 from cifarfw.plugins import PluginHost, load_registry
+from conftest import ROOT, assert_one_line_error
 
 FAKE = ("fake", "fakes:FAKE_PLUGIN")
 BROKEN = ("broken", "plugins_fixture.raises_on_import")
