@@ -110,6 +110,36 @@ def test_resize_to_model_input_size(split):
     assert abs(float(up.mean()) - float(plain.mean())) < 1e-3  # bilinear keeps the mean
 
 
+IMAGENET = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("flip", [False, True])
+def test_16_bit_eval_batch_resizes_uint8_close_to_the_float_path(split, dtype, flip):
+    """The feature cache's input path (uint8 resize, then normalisation in 16 bits) is the
+    float path up to rounding: whole gray levels after the resize, 16-bit normalisation."""
+    pipe = pipeline(Augment(), size=224, stats=IMAGENET)
+    index = torch.arange(len(split))
+    reference = pipe.eval_batch(split, index, flip=flip)  # float32 throughout
+    x = pipe.eval_batch(split, index, flip=flip, dtype=dtype)
+    assert x.dtype == dtype and x.shape == (len(split), 3, 224, 224)
+    assert x.is_contiguous(memory_format=torch.channels_last)
+    error = (x.float() - reference).abs()
+    level = 1 / (255 * 0.224)  # one gray level in normalised units
+    assert float(error.max()) < 0.06  # half a level of resize rounding plus 16-bit rounding near |x| = 2.6
+    assert float(error.pow(2).mean().sqrt()) < 0.8 * level  # measured: 0.6 (bf16), 0.3 (fp16)
+    assert not torch.equal(x, pipe.eval_batch(split, index, flip=not flip, dtype=dtype))
+
+
+def test_normalisation_of_channels_last_rows_equals_the_broadcast(split):
+    """The vectorised per-row normalisation computes exactly the per-channel broadcast."""
+    pipe = pipeline(Augment(), stats=IMAGENET)
+    x = torch.rand(4, 3, 8, 8).mul(255).contiguous(memory_format=torch.channels_last)
+    expected = x * pipe.scale - pipe.shift
+    assert torch.equal(pipe._normalise_(x.clone(memory_format=torch.channels_last)), expected)
+    assert torch.equal(pipe._normalise_(x.contiguous()), expected)  # the NCHW fallback
+
+
 def test_epoch_draws_depend_only_on_seed_and_epoch():
     augment = Augment()
     a = draw_epoch(100, augment, epoch_generator(7, 2), CPU)
