@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.models import AlexNet
 
-from cifarfw_torch.layers import UniformDropout
+from cifarfw_torch.layers import UniformDropout, UpscaledConv2d
 
 FREEZE_POLICIES = ("study", "features", "none")
 FEATURE_DIM = 256 * 6 * 6  # what features + avgpool + flatten give for any input size
@@ -95,6 +95,17 @@ class StudyAlexNet(AlexNet):
             return None
         # The classifier starts with Dropout, random in training, so the cache stops before it.
         return prefix, self.classifier
+
+    def cifarfw_native_prefix(self, native_size: int, input_size: int) -> nn.Module | None:
+        """The frozen prefix for images of ``native_size`` pixels, with the bilinear resize to
+        ``input_size`` folded into the first convolution (the feature cache's protocol):
+        the same features to float rounding, without making any 224-pixel image."""
+        if self.cifarfw_split() is None:
+            return None
+        first = UpscaledConv2d.from_conv(self.features[0], native_size, input_size)
+        if first is None:
+            return None
+        return nn.Sequential(first, *self.features[1:], self.avgpool, nn.Flatten(1))
 
 
 def trainable_layers(model: StudyAlexNet, policy: str) -> Iterator[nn.Module]:

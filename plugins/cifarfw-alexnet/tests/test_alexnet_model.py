@@ -7,6 +7,7 @@ import sys
 
 import pytest
 import torch
+import torch.nn.functional as F
 from alexnet_helpers import assert_one_line_error
 from torch import nn
 
@@ -14,7 +15,7 @@ from cifarfw.plugins import PluginHost
 from cifarfw.specs import IMAGENET_MEAN, IMAGENET_STD
 from cifarfw_alexnet import plugin
 from cifarfw_alexnet.model import FREEZE_POLICIES, CastCachingLinear, StudyAlexNet, count_parameters
-from cifarfw_torch.layers import UniformDropout
+from cifarfw_torch.layers import UniformDropout, UpscaledConv2d
 
 TOTAL = 44_428_106  # features 2,469,696 + classifier 41,958,410
 
@@ -82,6 +83,25 @@ def test_split_prefix_then_head_is_the_model(models, policy):
         assert features.shape == (2, 9216)
         torch.testing.assert_close(head(features), model(x), rtol=0, atol=0)
         torch.testing.assert_close(prefix(x), features, rtol=0, atol=0)  # deterministic: cacheable
+
+
+@pytest.mark.parametrize("policy", ["study", "features"])
+def test_native_prefix_folds_the_resize_into_the_first_convolution(models, policy):
+    """The feature cache's prefix for 32-pixel images: the same features as resizing to 224
+    and running the prefix, sharing every later layer with the model."""
+    model = models[policy].eval()
+    prefix, _ = model.cifarfw_split()
+    native = model.cifarfw_native_prefix(32, 224)
+    assert isinstance(native[0], UpscaledConv2d)
+    assert all(a is b for a, b in zip(list(native)[1:-2], list(model.features)[1:], strict=True))
+    x = torch.randn(3, 3, 32, 32, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        expected = prefix(F.interpolate(x, size=224, mode="bilinear", align_corners=False))
+        torch.testing.assert_close(native(x), expected, rtol=1e-4, atol=1e-5)
+
+
+def test_no_native_prefix_when_the_first_convolution_trains(models):
+    assert models["none"].cifarfw_native_prefix(32, 224) is None
 
 
 def test_head_is_random_in_training_so_the_cache_stops_before_it(models):

@@ -28,9 +28,15 @@ def test_one_epoch_on_tiny_data_records_params_and_the_feature_cache(cli, isolat
     assert record["params"] == {"total": 44_428_106, "trainable": 4_205_578}
     assert record["config"]["model_options"] == {"weights": "none", "freeze": "study"}
     # The trainer cached the frozen prefix (features + avgpool), plain and mirrored, for 40 + 20 images.
-    assert record["resolved"]["feature_cache"] == {"kept": ["flip"], "dropped": ["crop", "brightness"]}
+    assert record["resolved"]["feature_cache"] == {
+        "kept": ["flip"],
+        "dropped": ["crop", "brightness"],
+        "resize": "folded into the prefix",  # the 32 -> 224 resize done inside the first convolution
+        # Test features also went through the classifier's frozen layers, once.
+        "test_through": ["UniformDropout", "CastCachingLinear", "ReLU", "UniformDropout"],
+    }
     bytes_per_value = 2 if record["resolved"]["precision"] in ("bf16", "fp16") else 4
-    assert record["extra"]["feature_cache_bytes"] == (2 * 40 + 20) * 9216 * bytes_per_value
+    assert record["extra"]["feature_cache_bytes"] == (2 * 40 * 9216 + 20 * 4096) * bytes_per_value
     assert len(record["epochs"]) == 1
     assert 0.0 <= record["epochs"][0]["test_acc"] <= 1.0
 

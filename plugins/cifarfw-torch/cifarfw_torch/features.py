@@ -6,7 +6,16 @@ Protocol (for model authors): a model may define
 
 returning ``(prefix, head)`` with ``model(x) == head(prefix(x))``, where the prefix has
 no trainable parameter and is deterministic in eval mode (no dropout, no batch
-statistics), or ``None`` when no such split exists (e.g. nothing is frozen).
+statistics), or ``None`` when no such split exists (e.g. nothing is frozen). A model whose input is
+an upscale of the stored images (AlexNet: CIFAR-10's 32 pixels to 224) may also define
+
+    def cifarfw_native_prefix(self, native_size: int, input_size: int) -> nn.Module | None
+
+returning a module equal to ``prefix(F.interpolate(x, input_size, mode="bilinear"))``
+for normalised images ``x`` of ``native_size`` pixels (the resize folded into its first
+layer, see :class:`cifarfw_torch.layers.UpscaledConv2d`), or ``None``; the cache then
+feeds it the stored images unresized, and run.json's ``resolved.feature_cache.resize``
+says ``"folded into the prefix"``.
 
 With ``config.feature_cache`` on and such a split, the trainer runs the prefix once per
 training image (eval mode, the run's precision, in chunks) and once more for its mirror
@@ -14,7 +23,9 @@ image when flips are on, stores the outputs compactly (bf16 under bf16, fp16 und
 fp16, else fp32), and trains only the head on them: each epoch picks the plain or the
 flipped entry per image at random. Random crops and brightness cannot be cached and are
 dropped; run.json's ``resolved.feature_cache`` lists what was kept and dropped. Test
-features are cached once too (plus their mirrors when test-time augmentation is on).
+features are cached once too (plus their mirrors when test-time augmentation is on), and
+where the head starts with frozen layers (see :func:`eval_split`) they go through those
+once as well, so an evaluation runs only the trained layers.
 """
 
 from __future__ import annotations
@@ -46,6 +57,64 @@ def frozen_split(model: nn.Module) -> tuple[nn.Module, nn.Module] | None:
     if any(p.requires_grad for p in prefix.parameters()):
         return None  # its outputs would change as it trains
     return prefix, head
+
+
+def native_prefix(model: nn.Module, native_size: int, input_size: int) -> nn.Module | None:
+    """The model's prefix for unresized images, when it offers one and a resize is due."""
+    native_fn = getattr(model, "cifarfw_native_prefix", None)
+    if native_size == input_size or not callable(native_fn):
+        return None
+    prefix = native_fn(native_size, input_size)
+    if prefix is not None and not isinstance(prefix, nn.Module):
+        raise PluginError(
+            f"{type(model).__name__}.cifarfw_native_prefix() must return a module or None, got {type(prefix).__name__}"
+        )
+    return prefix
+
+
+# Layers that are deterministic in eval mode and keep no state that training changes
+# (dropout is the identity there); batch norm is not among them: its statistics move.
+_EVAL_STATELESS = (nn.Linear, nn.Dropout, nn.ReLU, nn.GELU, nn.SiLU, nn.Tanh, nn.Sigmoid, nn.Flatten, nn.Identity)
+
+
+def eval_split(head: nn.Module) -> tuple[nn.Module, nn.Module] | None:
+    """``(frozen, rest)`` with ``head(x) == rest(frozen(x))`` in eval mode, when the head is an
+    ``nn.Sequential`` whose leading layers hold no trainable parameter (AlexNet's classifier:
+    dropout, the frozen 9216→4096 layer, ReLU, dropout), at least one with weights; else None.
+
+    Random in training (dropout), the frozen run is fixed in eval mode, so the test features
+    can go through it once instead of at every evaluation.
+    """
+    if not isinstance(head, nn.Sequential):
+        return None
+    count = 0
+    for layer in head:
+        if not isinstance(layer, _EVAL_STATELESS) or any(p.requires_grad for p in layer.parameters()):
+            break
+        count += 1
+    frozen = head[:count]
+    if count == len(head) or not any(True for _ in frozen.parameters()):
+        return None  # nothing left to train, or nothing worth computing ahead
+    return frozen, head[count:]
+
+
+@torch.inference_mode()
+def apply(module: nn.Module, cached: torch.Tensor, runtime: Runtime, chunk: int) -> torch.Tensor:
+    """``module`` (in eval mode, under the run's autocast) over every entry of a cache tensor
+    ``(variants, N, ...)``, in chunks; stored in the cache's dtype."""
+    was_training = module.training
+    module.eval()
+    try:
+        parts = []
+        for variant in cached:
+            outputs = []
+            for start in range(0, variant.shape[0], chunk):
+                with runtime.autocast():
+                    outputs.append(module(variant[start : start + chunk]).to(cached.dtype))
+            parts.append(torch.cat(outputs))
+    finally:
+        module.train(was_training)
+    return torch.stack(parts)
 
 
 def cache_plan(augment: Augment) -> dict[str, list[str]]:

@@ -150,6 +150,7 @@ class _Fit:
             run.model.mean, run.model.std, size, config.augment, runtime.device, runtime.channels_last
         )
         self.cache: features.FeatureCache | None = None
+        self.eval_head: nn.Module | None = None  # the head's trained layers, when the cache holds the rest
         self.cache_seconds = 0.0
         if self.split is not None:
             self._build_cache()
@@ -186,15 +187,28 @@ class _Fit:
 
     def _build_cache(self) -> None:
         assert self.split is not None
-        prefix = self.split[0]
-        chunk = 256 if self.run.model.input_size <= 64 else 128
+        prefix, pipeline, spec = self.split[0], self.pipeline, self.run.model
+        chunk = 256 if spec.input_size <= 64 else 128
         started = time.perf_counter()
+        height, width = self.train_split.image_size
+        native = features.native_prefix(self.model, height, spec.input_size) if height == width else None
+        if native is not None:  # the resize is folded into the prefix: feed it the stored images
+            prefix = native
+            pipeline = BatchPipeline(
+                spec.mean, spec.std, height, self.config.augment, self.runtime.device, self.runtime.channels_last
+            )
+            self.run.record["resolved"]["feature_cache"]["resize"] = "folded into the prefix"
         train_flips = (False, True) if self.config.augment.flip else (False,)
         test_flips = (False, True) if self.config.tta else (False,)
         self.cache = features.FeatureCache(
-            train=features.compute(prefix, self.pipeline, self.train_split, train_flips, self.runtime, chunk),
-            test=features.compute(prefix, self.pipeline, self.test_split, test_flips, self.runtime, chunk),
+            train=features.compute(prefix, pipeline, self.train_split, train_flips, self.runtime, chunk),
+            test=features.compute(prefix, pipeline, self.test_split, test_flips, self.runtime, chunk),
         )
+        head_split = features.eval_split(self.split[1])
+        if head_split is not None:  # evaluation: the head's frozen leading layers once per test image
+            frozen, self.eval_head = head_split
+            self.cache.test = features.apply(frozen, self.cache.test, self.runtime, chunk=1024)
+            self.run.record["resolved"]["feature_cache"]["test_through"] = [type(m).__name__ for m in frozen]
         self.cache_seconds = time.perf_counter() - started
         self.train_seconds += self.cache_seconds  # part of what training costs
 
@@ -336,12 +350,14 @@ class _Fit:
         return loss_total / n, accuracy, predicted.cpu().numpy()
 
     def _logits(self, index: torch.Tensor, flip: bool) -> torch.Tensor:
+        net = self.net
         if self.cache is not None:
             x = self.cache.test[int(flip), index]
+            net = self.eval_head if self.eval_head is not None else net
         else:
             x = self.pipeline.eval_batch(self.test_split, index, flip=flip)
         with self.runtime.autocast():
-            return self.net(x).float()
+            return net(x).float()
 
     # --- checkpoints --------------------------------------------------------------------------
 

@@ -77,3 +77,73 @@ def test_record_lists_dropped_augmentations_and_no_cache_for_a_trainable_prefix(
     assert run.record["resolved"]["feature_cache"] == {"kept": ["flip"], "dropped": ["crop", "brightness"]}
     _, run, _ = fit("split", epochs=1, model_options={"freeze": "no"})
     assert "feature_cache" not in run.record["resolved"]
+
+
+class UpscalingSplitNet(torch.nn.Module):
+    """A frozen prefix fed 64-pixel inputs (upscaled from 32) that also offers its native form."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(7)
+        self.prefix = torch.nn.Sequential(
+            torch.nn.Conv2d(3, 6, 5, stride=2, padding=2),
+            torch.nn.ReLU(),
+            torch.nn.AdaptiveAvgPool2d(3),
+            torch.nn.Flatten(1),
+        ).requires_grad_(False)
+        self.head = torch.nn.Linear(54, 10)
+
+    def cifarfw_split(self):
+        return self.prefix, self.head
+
+    def cifarfw_native_prefix(self, native_size: int, input_size: int):
+        from cifarfw_torch.layers import UpscaledConv2d
+
+        first = UpscaledConv2d.from_conv(self.prefix[0], native_size, input_size)
+        return None if first is None else torch.nn.Sequential(first, *self.prefix[1:])
+
+
+def test_native_prefix_gives_the_cache_of_the_resized_images():
+    data = generate(24, seed=3)
+    split = DeviceSplit.from_numpy(data.images, data.labels, CPU)
+    stats = ((0.5, 0.4, 0.3), (0.25, 0.2, 0.3))
+    model = UpscalingSplitNet()
+    native = features.native_prefix(model, 32, 64)
+    assert native is not None and features.native_prefix(model, 64, 64) is None  # nothing to fold
+    runtime = Runtime(CPU, "fp32", True)
+    resized = features.compute(
+        model.prefix, BatchPipeline(*stats, 64, Augment(), CPU), split, (False, True), runtime, 8
+    )
+    folded = features.compute(native, BatchPipeline(*stats, 32, Augment(), CPU), split, (False, True), runtime, 8)
+    torch.testing.assert_close(folded, resized, rtol=1e-4, atol=1e-5)
+
+
+def test_native_prefix_must_be_a_module():
+    class Broken(torch.nn.Module):
+        def cifarfw_native_prefix(self, native_size, input_size):
+            return "prefix"
+
+    with pytest.raises(PluginError, match="must return a module or None"):
+        features.native_prefix(Broken(), 32, 224)
+    assert features.native_prefix(torch.nn.Linear(2, 2), 32, 224) is None  # not offered
+
+
+def test_eval_split_takes_the_heads_frozen_leading_layers():
+    torch.manual_seed(3)
+    frozen_linear = torch.nn.Linear(12, 8).requires_grad_(False)
+    head = torch.nn.Sequential(
+        torch.nn.Dropout(0.5), frozen_linear, torch.nn.ReLU(), torch.nn.Dropout(0.5), torch.nn.Linear(8, 3)
+    )
+    frozen, rest = features.eval_split(head)
+    assert list(frozen) == list(head)[:4] and list(rest) == list(head)[4:]
+    x = torch.randn(2, 6, 12)  # (variants, N, features): a cache tensor
+    through = features.apply(frozen, x, Runtime(CPU, "fp32", True), chunk=4)
+    assert through.shape == (2, 6, 8) and frozen.training  # apply restores the training mode
+    head.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(rest(through[1]), head(x[1]))
+    # Nothing to take: the first weighted layer trains, batch norm's statistics move, or all is frozen.
+    assert features.eval_split(SplitNet().head) is None
+    assert features.eval_split(torch.nn.Sequential(torch.nn.BatchNorm1d(12), torch.nn.Linear(12, 3))) is None
+    assert features.eval_split(torch.nn.Sequential(frozen_linear, torch.nn.ReLU())) is None
+    assert features.eval_split(torch.nn.Linear(3, 3)) is None
