@@ -70,14 +70,16 @@ def register_models(register: Callable[[ModelSpec], None]) -> None:
             input_size=32,
             recipes={
                 "study": STUDY_RECIPE,
-                # The study's accuracy soonest on a CPU (issue 9, measured with bench/time_to_accuracy.py on the
-                # idle 2-core machine, seed 0): one-cycle Adam at batch 128 (the fastest batch per image here),
-                # no dropout (at the study's 0.5 this small net underfits a short schedule), label smoothing,
-                # light augmentation (2 px crops, flips), flip TTA, bf16 where the CPU has it. Crossed 80.64% at
-                # epoch 7 after 116 s of wall time and ended at 81.61% after 134 s.
+                # The study's accuracy soonest on a CPU (issue 9, bench/time_to_accuracy.py --seeds 3 on the
+                # 2-core machine): one-cycle Adam at batch 128 (the fastest batch per image here), no dropout
+                # (at the study's 0.5 this small net underfits a short schedule), label smoothing, light
+                # augmentation (2 px crops, flips), flip TTA, bf16 where the CPU has it. Seeds 0-2 cross 80.64%
+                # at epoch 7 and end at 81.61/81.29/81.00%; the crossing took 112-124 s of wall time on a quiet
+                # host, 134-153 s on a slower day of the same machine (epochs of 20 s instead of 16.5 s).
                 "fast": FAST_RECIPE,
-                # 83% soonest: the same for 16 epochs with dropout 0.1. Seed 0 (batch 256, lr 0.005): 83.13% at
-                # epoch 15 after 271 s of wall time, 83.36% after 292 s.
+                # 83% soonest: the same for 16 epochs with dropout 0.1. Seeds 0-2: 83% at epochs 14/13/14 after
+                # 294/291/320 s of wall time (the slower day), ending at 83.98/84.19/83.66%. 14 epochs were
+                # faster but not enough: 83% at 255 and 285 s for seeds 0-1, seed 2 ended at 82.89%.
                 "fast-long": {**FAST_RECIPE, "epochs": 16, "model_options": {"dropout": 0.1}},
             },
             options=(
