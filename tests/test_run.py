@@ -86,6 +86,26 @@ def test_seeds_make_distinct_runs_in_one_group(host, tmp_path):
     assert records[0]["final"]["train_loss"] != records[1]["final"]["train_loss"]
 
 
+def test_runs_started_in_one_second_keep_their_start_order(host, tmp_path):
+    """Folder names carry only the second and sort by plugin name within it; listing, ``last``
+    and compare's reference column must follow the recorded start instead."""
+    from datetime import datetime
+
+    from cifarfw.runs import find_run, iter_runs
+
+    first = run_fake(host, tmp_path, epochs=1)
+    second = run_fake(host, tmp_path, epochs=1)
+    starts = [datetime.fromisoformat(json.loads((d / "run.json").read_text())["started_at"]) for d in (first, second)]
+    assert starts[0] < starts[1]  # milliseconds tell them apart
+    assert starts[0].utcoffset() is not None
+    # The same second in both folder names, and names that sort against the start order.
+    runs = tmp_path / "runs"
+    a = first.rename(runs / "20260101-120000-zz-s0-0000")
+    b = second.rename(runs / "20260101-120000-aa-s0-0000")
+    assert [p for p, _ in iter_runs(runs)] == [a, b]
+    assert find_run(runs, "last") == b
+
+
 def test_failing_trainer_marks_run_failed(host, tmp_path, monkeypatch):
     import fakes
 

@@ -13,7 +13,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -31,7 +30,7 @@ from cifarfw.errors import (
 )
 from cifarfw.hardware import cpu_name
 from cifarfw.plugins import PluginHost
-from cifarfw.runs import SCHEMA_VERSION, Run, RunLock, atomic_write, find_run, make_run_dir, read_record
+from cifarfw.runs import SCHEMA_VERSION, Run, RunLock, atomic_write, find_run, make_run_dir, now_iso, read_record
 from cifarfw.specs import ModelSpec
 
 
@@ -200,7 +199,7 @@ def execute(
         "versions": _versions(info.distribution if info else ""),
         "hardware": {"cpu": cpu_name(), "cpu_count": os.cpu_count(), "accelerator": "cpu"},
         "git_commit": _git_commit(),
-        "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "started_at": now_iso(),
         "params": {"total": None, "trainable": None},
         "resolved": {},
         "epochs": [],
@@ -214,7 +213,7 @@ def execute(
         # rank rewrites it), must find it.
         kept = ("started_at", "epochs", "params", "checkpoint", "previous_checkpoint")
         record.update({k: previous[k] for k in kept if k in previous})
-        record["resumed"] = [*previous.get("resumed", []), time.strftime("%Y-%m-%dT%H:%M:%S%z")]
+        record["resumed"] = [*previous.get("resumed", []), now_iso()]
         done = (previous.get("checkpoint") or {}).get("epoch", 0)
         record["epochs"] = [e for e in record["epochs"] if e.get("epoch", 0) <= done]
         run.resume_checkpoint = Path(checkpoint) if checkpoint else None

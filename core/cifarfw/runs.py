@@ -15,8 +15,9 @@ import secrets
 import signal
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -209,16 +210,35 @@ def read_record(run_dir: Path) -> dict[str, Any]:
         raise RunDirError(f"cannot read {path}: {err}") from None
 
 
+def now_iso() -> str:
+    """The local time with milliseconds and offset, as run.json stores times.
+
+    Milliseconds, because runs started in the same second (a seed sweep of a tiny model) must
+    still sort in the order they started: folder names only carry the second."""
+    return datetime.now().astimezone().isoformat(timespec="milliseconds")
+
+
+def _start_key(path: Path, record: Mapping[str, Any]) -> tuple[float, str]:
+    try:
+        started = datetime.fromisoformat(str(record["started_at"])).timestamp()
+    except (KeyError, ValueError):
+        # A hand-made or truncated record: the folder's own time stands in.
+        started = path.stat().st_mtime
+    return started, path.name
+
+
 def iter_runs(runs_root: str | Path) -> Iterator[tuple[Path, dict[str, Any]]]:
-    """Every readable run folder under ``runs_root``, oldest first."""
+    """Every readable run folder under ``runs_root``, oldest first (by ``started_at``)."""
     root = Path(runs_root)
     if not root.is_dir():
         return
-    for path in sorted(p for p in root.iterdir() if (p / RECORD).is_file()):
+    readable = []
+    for path in (p for p in root.iterdir() if (p / RECORD).is_file()):
         try:
-            yield path, read_record(path)
+            readable.append((path, read_record(path)))
         except RunDirError:
             continue
+    yield from sorted(readable, key=lambda item: _start_key(*item))
 
 
 def find_run(runs_root: str | Path, ref: str) -> Path:

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import sys
-import time
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from cifarfw.hookspecs import hookimpl
 from cifarfw.report import METRIC_TAGS
-from cifarfw.runs import RECORD, write_json
+from cifarfw.runs import RECORD, now_iso, write_json
 
 if TYPE_CHECKING:
     from cifarfw.runs import Run
@@ -138,7 +137,7 @@ class RecordReporter:
     @hookimpl
     def on_run_end(self, run: Run, status: str, result: RunResult | None) -> None:
         run.record["status"] = status
-        run.record["ended_at"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+        run.record["ended_at"] = now_iso()
         if result is not None:
             run.record["final"] = {
                 **{k: float(v) for k, v in result.final.items()},
