@@ -102,6 +102,10 @@ class UpscaledConv2d(nn.Module):
         return None if plan is None else cls(plan)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if torch.is_autocast_enabled(x.device.type):
+            # Autocast would run the convolutions in its dtype but not the border's index_put:
+            # one dtype throughout, as a plain Conv2d under autocast would give.
+            x = x.to(torch.get_autocast_dtype(x.device.type))
         n, q, dtype = x.shape[0], self.period, x.dtype
         weight, bias = self.phase_weight.to(dtype), self.bias.to(dtype)
         padded = F.pad(x, (self.pad_lo, self.pad_hi, self.pad_lo, self.pad_hi))

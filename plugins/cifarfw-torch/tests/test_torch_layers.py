@@ -74,7 +74,9 @@ def test_upscaled_conv_under_bf16_is_as_close_as_the_resize_path():
     with torch.autocast("cpu", dtype=torch.bfloat16):
         resized = conv(F.interpolate(x, size=224, mode="bilinear", align_corners=False).bfloat16())
         out = folded(x.bfloat16())
-    assert out.dtype == torch.bfloat16
+        from_float = folded(x)  # float32 images under autocast, as a plain Conv2d takes them
+    assert out.dtype == torch.bfloat16 and from_float.dtype == torch.bfloat16
+    assert torch.equal(from_float, out)
     error = lambda y: float((y.double() - exact).norm() / exact.norm())  # noqa: E731
     assert error(out) < max(2 * error(resized), 0.01)
 
