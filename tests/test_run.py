@@ -91,6 +91,7 @@ def test_runs_started_in_one_second_keep_their_start_order(host, tmp_path):
     and compare's reference column must follow the recorded start instead."""
     from datetime import datetime
 
+    from cifarfw.report.compare import select_runs
     from cifarfw.runs import find_run, iter_runs
 
     first = run_fake(host, tmp_path, epochs=1)
@@ -104,6 +105,8 @@ def test_runs_started_in_one_second_keep_their_start_order(host, tmp_path):
     b = second.rename(runs / "20260101-120000-aa-s0-0000")
     assert [p for p, _ in iter_runs(runs)] == [a, b]
     assert find_run(runs, "last") == b
+    assert [e.dir for e in select_runs(runs)] == [a, b]
+    assert [e.dir for e in select_runs(runs, latest=1)] == [b]
 
 
 def test_failing_trainer_marks_run_failed(host, tmp_path, monkeypatch):

@@ -218,7 +218,8 @@ def now_iso() -> str:
     return datetime.now().astimezone().isoformat(timespec="milliseconds")
 
 
-def _start_key(path: Path, record: Mapping[str, Any]) -> tuple[float, str]:
+def start_key(path: Path, record: Mapping[str, Any]) -> tuple[float, str]:
+    """Sorts runs in the order they started: ``started_at``, then the folder's name."""
     try:
         started = datetime.fromisoformat(str(record["started_at"])).timestamp()
     except (KeyError, ValueError):
@@ -238,7 +239,7 @@ def iter_runs(runs_root: str | Path) -> Iterator[tuple[Path, dict[str, Any]]]:
             readable.append((path, read_record(path)))
         except RunDirError:
             continue
-    yield from sorted(readable, key=lambda item: _start_key(*item))
+    yield from sorted(readable, key=lambda item: start_key(*item))
 
 
 def find_run(runs_root: str | Path, ref: str) -> Path:

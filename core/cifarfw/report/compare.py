@@ -33,7 +33,7 @@ from typing import Any
 
 from cifarfw.errors import RunDirError
 from cifarfw.report.hparams import augmentation_summary
-from cifarfw.runs import RECORD, SCHEMA_VERSION, RunLock, _alive, find_run, read_record
+from cifarfw.runs import RECORD, SCHEMA_VERSION, RunLock, _alive, find_run, read_record, start_key
 
 FINISHED = "finished"
 
@@ -238,11 +238,12 @@ def select_runs(
         if not root.is_dir():
             raise RunDirError(f"runs root {root} does not exist; pass --runs-root DIR or make runs with `cifarfw run`")
         entries = []
-        for path in sorted(p for p in root.iterdir() if (p / RECORD).is_file()):
+        for path in (p for p in root.iterdir() if (p / RECORD).is_file()):
             try:
                 entries.append(load_entry(path))
             except RunDirError as err:  # one unreadable record must not hide the others
                 (warn or _warn)(f"skipping {err}")
+        entries.sort(key=lambda e: start_key(e.dir, e.record))  # oldest first
         if not entries:
             raise RunDirError(f"no runs under {root}; make some with `cifarfw run --plugin NAME`")
     if plugins:
@@ -255,7 +256,7 @@ def select_runs(
             from cifarfw.errors import UsageError
 
             raise UsageError(f"--latest must be a positive integer, got {latest}")
-        entries = sorted(entries, key=lambda e: e.id)[-latest:]
+        entries = sorted(entries, key=lambda e: start_key(e.dir, e.record))[-latest:]
     seen: set[Path] = set()
     unique = []
     for entry in entries:  # a run named twice is one run
