@@ -53,28 +53,8 @@ def clean_env(monkeypatch, tmp_path):
 
 
 @pytest.fixture
-def cli(capsys, clean_env):
+def cli(clean_env):
     """Run the CLI in-process: ``code, out, err = cli("run", "--plugin", ...)``."""
-    from cifarfw.cli import main
+    from cifarfw.testing import run_cli
 
-    def invoke(*args: str) -> tuple[int, str, str]:
-        try:
-            main(list(args))
-            code = 0
-        except SystemExit as exc:
-            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-        captured = capsys.readouterr()
-        return code, captured.out, captured.err
-
-    return invoke
-
-
-def assert_one_line_error(code: int, err: str, *fragments: str) -> None:
-    """A user error: non-zero exit, exactly one line on stderr starting 'Error:', no traceback."""
-    lines = [line for line in err.splitlines() if line.strip() and not line.startswith("warning:")]
-    assert code != 0, err
-    assert "Traceback" not in err
-    assert len(lines) == 1, err
-    assert lines[0].startswith("Error: "), err
-    for fragment in fragments:
-        assert fragment in lines[0], (fragment, lines[0])
+    return run_cli

@@ -12,7 +12,8 @@ import tomllib
 
 import pytest
 
-from conftest import TESTS, assert_one_line_error
+from cifarfw.testing import assert_one_line_error
+from conftest import TESTS
 
 FIXTURES = TESTS / "fixtures"
 BROKEN_SITE = FIXTURES / "broken-site"

@@ -63,7 +63,7 @@ def test_new_plugin_installs_runs_and_passes_its_own_tests(framework, tmp_path):
             cwd=folder, capture_output=True, text=True, timeout=300,
         )  # fmt: skip
         assert tests.returncode == 0, tests.stdout[-3000:] + tests.stderr[-2000:]
-        assert "7 passed" in tests.stdout, tests.stdout[-2000:]
+        assert "8 passed" in tests.stdout, tests.stdout[-2000:]
     finally:
         removed = pip("uninstall", "-y", f"cifarfw-{name}")
         assert removed.returncode == 0, removed.stderr

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from test_data import Exploit, write_cifar
 
-from conftest import assert_one_line_error
+from cifarfw.testing import assert_one_line_error
 
 FAKE = ("fake", "fakes:FAKE_PLUGIN")
 BROKEN = ("broken", "plugins_fixture.raises_on_import")

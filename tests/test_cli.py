@@ -10,7 +10,7 @@ import sys
 import pytest
 from test_data import Exploit, write_cifar
 
-from conftest import assert_one_line_error
+from cifarfw.testing import assert_one_line_error
 
 FAKE = ("fake", "fakes:FAKE_PLUGIN")
 

@@ -18,7 +18,7 @@ import pytest
 from test_compare_support import make_failed_run, make_host, make_run, make_study_runs
 
 from cifarfw.report import compare
-from conftest import assert_one_line_error
+from cifarfw.testing import assert_one_line_error
 
 GOLDEN = Path(__file__).parent / "golden"
 CHROMIUM = Path("/usr/bin/chromium")

@@ -9,7 +9,7 @@ import pytest
 from cifarfw.cli import _drop_options
 from cifarfw.errors import UsageError
 from cifarfw.runner import world_from_env
-from conftest import assert_one_line_error
+from cifarfw.testing import assert_one_line_error
 
 
 def test_single_process_by_default(monkeypatch):

@@ -10,7 +10,8 @@ import pytest
 
 from cifarfw.errors import PluginError, UsageError
 from cifarfw.plugins import PluginHost, load_registry
-from conftest import ROOT, assert_one_line_error
+from cifarfw.testing import assert_one_line_error
+from conftest import ROOT
 
 FAKE = ("fake", "fakes:FAKE_PLUGIN")
 BROKEN = ("broken", "plugins_fixture.raises_on_import")

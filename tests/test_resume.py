@@ -12,7 +12,7 @@ import pytest
 
 from cifarfw.errors import RunDirError
 from cifarfw.runs import RunLock
-from conftest import assert_one_line_error
+from cifarfw.testing import assert_one_line_error
 
 FAKE = ("fake", "fakes:FAKE_PLUGIN")
 SIGNALLER_EP = ("signaller", "test_resume:SIGNALLER")

@@ -12,7 +12,7 @@ import pytest
 from test_compare_support import make_failed_run, make_host, make_run
 
 from cifarfw.report import hparams
-from conftest import assert_one_line_error
+from cifarfw.testing import assert_one_line_error
 
 # Reads a logdir the way TensorBoard's HParams dashboard does: the multiplexer, its data
 # provider, the HParams plugin's backend context and its GetExperiment / ListSessionGroups

@@ -172,3 +172,31 @@ class TestFakeThroughTheContractClass(ModelPluginContract):
     @pytest.fixture(autouse=True)
     def _isolated(self, no_entry_points):
         pass
+
+
+# --- the CLI helpers ---------------------------------------------------------------------------
+
+
+def test_run_cli_returns_the_exit_code_and_both_streams(clean_env):
+    code, out, err = testing.run_cli("--version")
+    assert (code, err) == (0, "") and out.startswith("cifarfw, version ")
+    code, out, err = testing.run_cli("run", "--plugin", "no-such-plugin")
+    assert code == 2 and out == ""
+    line = testing.assert_one_line_error(code, err, "no-such-plugin")
+    assert line == err.strip()
+
+
+@pytest.mark.parametrize(
+    ("code", "err", "complaint"),
+    [
+        (0, "Error: wrong\n", "exit code 0"),
+        (2, "Traceback (most recent call last):\nError: wrong\n", "Traceback"),
+        (2, "Error: wrong\nError: again\n", "one error line"),
+        (2, "wrong\n", "Error: "),
+        (2, "Error: wrong\n", "'right'"),
+    ],
+)
+def test_assert_one_line_error_refuses_what_the_cli_must_not_print(code, err, complaint):
+    with pytest.raises(AssertionError, match=complaint):
+        testing.assert_one_line_error(code, err, "right")
+    testing.assert_one_line_error(2, "warning: kept apart\nError: right here\n", "right")

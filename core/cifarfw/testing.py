@@ -30,6 +30,10 @@ What is checked (docs/plugin-guide.md explains each):
   :mod:`cifarfw.runner` on a tiny synthetic dataset, emitting the events in order, and
   run.json reports the parameter counts, every epoch's metrics and the final metrics.
 
+Two helpers for a plugin's own CLI tests: :func:`run_cli` runs ``cifarfw ...`` in this
+process and returns ``(exit code, stdout, stderr)``; :func:`assert_one_line_error` checks
+that a user error ended as the CLI promises (one ``Error:`` line, non-zero, no traceback).
+
 ``build``/``forward``/``learns`` need a :class:`FrameworkAdapter` for the model's
 framework; torch and keras have one here (imported lazily). Nothing in this module
 imports a framework at import time.
@@ -37,6 +41,8 @@ imports a framework at import time.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import math
 import os
@@ -67,6 +73,7 @@ __all__ = [
     "KitSettings",
     "ModelPluginContract",
     "PluginUnderTest",
+    "assert_one_line_error",
     "check_hooks",
     "check_import_is_light",
     "check_model_plugin",
@@ -76,6 +83,7 @@ __all__ = [
     "declared_hook_api",
     "hook_problems",
     "load_plugin",
+    "run_cli",
 ]
 
 # Frameworks a plugin module must not import at import time.
@@ -666,6 +674,41 @@ def check_params(
                 f"{want[0]:,} ({want[1]:,} trainable)"
             )
     return total, trainable
+
+
+# --- CLI helpers for a plugin's own tests -----------------------------------------------------
+
+
+def run_cli(*args: str) -> tuple[int, str, str]:
+    """``cifarfw ARGS`` in this process: ``(exit code, stdout, stderr)``.
+
+    Faster than a subprocess and sees monkeypatched state (environment, entry points);
+    what child processes (torchrun) print goes to the real streams, not into the result.
+    """
+    from cifarfw.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            main(list(args))
+            code = 0
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    return code, out.getvalue(), err.getvalue()
+
+
+def assert_one_line_error(code: int, err: str, *fragments: str) -> str:
+    """A user error as the CLI promises it: a non-zero exit and exactly one line on stderr,
+    starting ``Error:``, holding each of ``fragments``, no traceback (``warning:`` lines
+    aside). Returns that line."""
+    lines = [line for line in err.splitlines() if line.strip() and not line.startswith("warning:")]
+    assert code != 0, f"exit code 0, expected an error; stderr: {err!r}"
+    assert "Traceback" not in err, f"a Traceback on stderr: {err!r}"
+    assert len(lines) == 1, f"expected one error line, got {len(lines)}: {err!r}"
+    assert lines[0].startswith("Error: "), f"the line does not start with 'Error: ': {lines[0]!r}"
+    for fragment in fragments:
+        assert fragment in lines[0], f"{fragment!r} is not in {lines[0]!r}"
+    return lines[0]
 
 
 @dataclass

@@ -31,17 +31,8 @@ def offline(monkeypatch):
 
 
 @pytest.fixture
-def cli(capsys, isolated):
+def cli(isolated):
     """``code, out, err = cli("run", "--plugin", "alexnet", ...)`` in this process."""
-    from cifarfw.cli import main
+    from cifarfw.testing import run_cli
 
-    def invoke(*args: str) -> tuple[int, str, str]:
-        try:
-            main(list(args))
-            code = 0
-        except SystemExit as exc:
-            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-        captured = capsys.readouterr()
-        return code, captured.out, captured.err
-
-    return invoke
+    return run_cli

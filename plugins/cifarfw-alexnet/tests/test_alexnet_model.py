@@ -8,11 +8,11 @@ import sys
 import pytest
 import torch
 import torch.nn.functional as F
-from alexnet_helpers import assert_one_line_error
 from torch import nn
 
 from cifarfw.plugins import PluginHost
 from cifarfw.specs import IMAGENET_MEAN, IMAGENET_STD
+from cifarfw.testing import assert_one_line_error
 from cifarfw_alexnet import plugin
 from cifarfw_alexnet.model import FREEZE_POLICIES, CastCachingLinear, StudyAlexNet, count_parameters
 from cifarfw_torch.layers import UniformDropout, UpscaledConv2d

@@ -8,7 +8,9 @@ from pathlib import Path
 import pytest
 import torch
 import torchvision
-from alexnet_helpers import assert_one_line_error, requires_torch_trainer
+from alexnet_helpers import requires_torch_trainer
+
+from cifarfw.testing import assert_one_line_error
 
 pytestmark = requires_torch_trainer
 
