@@ -105,7 +105,17 @@ class StudyAlexNet(AlexNet):
         first = UpscaledConv2d.from_conv(self.features[0], native_size, input_size)
         if first is None:
             return None
-        return nn.Sequential(first, *self.features[1:], self.avgpool, nn.Flatten(1))
+        return nn.Sequential(first, *pool_before_relu(list(self.features)[1:]), self.avgpool, nn.Flatten(1))
+
+
+def pool_before_relu(layers: list[nn.Module]) -> list[nn.Module]:
+    """``layers`` with each ReLU that a max-pool follows moved after it: the two commute
+    (ReLU is monotonic), and the ReLU then touches a quarter of the values."""
+    out = list(layers)
+    for i in range(len(out) - 1):
+        if isinstance(out[i], nn.ReLU) and isinstance(out[i + 1], nn.MaxPool2d):
+            out[i], out[i + 1] = out[i + 1], out[i]
+    return out
 
 
 def trainable_layers(model: StudyAlexNet, policy: str) -> Iterator[nn.Module]:

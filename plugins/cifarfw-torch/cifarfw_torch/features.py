@@ -25,7 +25,8 @@ flipped entry per image at random. Random crops and brightness cannot be cached 
 dropped; run.json's ``resolved.feature_cache`` lists what was kept and dropped. Test
 features are cached once too (plus their mirrors when test-time augmentation is on), and
 where the head starts with frozen layers (see :func:`eval_split`) they go through those
-once as well, so an evaluation runs only the trained layers.
+once as well, so an evaluation runs only the trained layers; in training the trainer runs
+those frozen layers outside autograd on several steps' batches at once.
 """
 
 from __future__ import annotations

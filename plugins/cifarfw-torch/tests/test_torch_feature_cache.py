@@ -72,6 +72,37 @@ def test_training_on_the_cache_matches_the_live_pipeline(fit):
     assert cached.extra["feature_cache_bytes"] == (2 * 256 + 2 * 128) * 54 * 4  # flips of train and (TTA) test
 
 
+def test_a_heads_frozen_layers_run_ahead_and_training_still_matches_the_live_pipeline(fit):
+    """The head's frozen Linear runs outside autograd on blocks of steps: with no dropout
+    the results are those of the whole model trained live on the same batches."""
+    frozen_head = {"head": "frozen-first", "head_dropout": 0.0}
+    cached, run, events = fit("split", epochs=2, lr=0.01, augment=FLIP_ONLY, model_options=frozen_head)
+    live, _, _ = fit("split", epochs=2, lr=0.01, augment=FLIP_ONLY, model_options=frozen_head, feature_cache=False)
+    assert run.record["resolved"]["feature_cache"]["test_through"] == ["Dropout", "Linear", "ReLU"]
+    for key in ("train_loss", "test_loss", "train_acc", "test_acc"):
+        assert cached.final[key] == pytest.approx(live.final[key], rel=1e-4, abs=1e-4), key
+    assert events.epochs[1]["train_loss"] < events.epochs[0]["train_loss"]  # the trainable layer learns
+
+
+def test_frozen_head_layers_see_blocks_of_batches_in_training_mode(fit, monkeypatch):
+    from cifarfw_torch import trainer
+
+    monkeypatch.setattr(trainer, "HEAD_BLOCK", 3)
+    seen = []
+
+    def record(module, args, output):
+        if isinstance(module, torch.nn.Dropout) and module.training and not torch.is_grad_enabled():
+            seen.append(args[0].shape[0])
+
+    handle = torch.nn.modules.module.register_module_forward_hook(record)
+    try:
+        fit("split", epochs=1, batch_size=50, augment=FLIP_ONLY, model_options={"head": "frozen-first"})
+    finally:
+        handle.remove()
+    # 256 images at batch 50: steps of 50, 50, 50 | 50, 50, 6, each block through the frozen layers at once
+    assert seen == [150, 106]
+
+
 def test_record_lists_dropped_augmentations_and_no_cache_for_a_trainable_prefix(fit):
     _, run, _ = fit("split", epochs=1)  # the default augmentation: crop, flip, brightness
     assert run.record["resolved"]["feature_cache"] == {"kept": ["flip"], "dropped": ["crop", "brightness"]}

@@ -31,14 +31,21 @@ class TinyNet(nn.Module):
 
 
 class SplitNet(nn.Module):
-    """A frozen, deterministic prefix and a trainable head, offered through ``cifarfw_split``."""
+    """A frozen, deterministic prefix and a trainable head, offered through ``cifarfw_split``.
 
-    def __init__(self, num_classes: int = 10, freeze: bool = True) -> None:
+    ``head="frozen-first"`` freezes the head's first Linear, as AlexNet's study policy does
+    (the trainer then runs dropout, that layer and ReLU outside autograd); with
+    ``head_dropout=0`` the whole head is deterministic."""
+
+    def __init__(
+        self, num_classes: int = 10, freeze: bool = True, head: str = "trainable", head_dropout: float = 0.2
+    ) -> None:
         super().__init__()
         torch.manual_seed(1234)  # the same frozen prefix in every instance
         self.prefix = nn.Sequential(nn.Conv2d(3, 6, 5, stride=2), nn.ReLU(), nn.AdaptiveAvgPool2d(3), nn.Flatten(1))
-        self.head = nn.Sequential(nn.Dropout(0.2), nn.Linear(6 * 9, 32), nn.ReLU(), nn.Linear(32, num_classes))
+        self.head = nn.Sequential(nn.Dropout(head_dropout), nn.Linear(6 * 9, 32), nn.ReLU(), nn.Linear(32, num_classes))
         self.prefix.requires_grad_(not freeze)
+        self.head[1].requires_grad_(head == "trainable")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.prefix(x))
@@ -75,8 +82,17 @@ class ModelsForTests:
             ModelSpec(
                 "split",
                 "torch",
-                lambda num_classes, options: SplitNet(num_classes, freeze=options.get("freeze", "yes") == "yes"),
-                options=(Option("freeze", "freeze the prefix", "yes", ("yes", "no")),),
+                lambda num_classes, options: SplitNet(
+                    num_classes,
+                    freeze=options.get("freeze", "yes") == "yes",
+                    head=options.get("head", "trainable"),
+                    head_dropout=options.get("head_dropout", 0.2),
+                ),
+                options=(
+                    Option("freeze", "freeze the prefix", "yes", ("yes", "no")),
+                    Option("head", "freeze the head's first Linear", "trainable", ("trainable", "frozen-first")),
+                    Option("head_dropout", "the head's dropout rate", 0.2, type=float),
+                ),
             )
         )
         register(ModelSpec("tiny64", "torch", lambda num_classes, options: TinyNet(num_classes), input_size=64))
