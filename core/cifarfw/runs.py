@@ -222,8 +222,8 @@ def start_key(path: Path, record: Mapping[str, Any]) -> tuple[float, str]:
     """Sorts runs in the order they started: ``started_at``, then the folder's name."""
     try:
         started = datetime.fromisoformat(str(record["started_at"])).timestamp()
-    except (KeyError, ValueError):
-        # A hand-made or truncated record: the folder's own time stands in.
+    except (KeyError, TypeError, ValueError):
+        # A hand-made or damaged record: the folder's own time stands in.
         started = path.stat().st_mtime
     return started, path.name
 
