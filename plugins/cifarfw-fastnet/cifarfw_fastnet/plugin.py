@@ -11,9 +11,10 @@ over the batch, SGD with coupled weight decay):
   channels (the size of airbench93, under half the FLOPs of the gpu widths), batch 512,
   14 epochs. On the project's idle two-core AMD EPYC machine an epoch takes about 60 s
   (54 s of training, 6.6 s of flip-TTA test evaluation), so a run fits in 15 minutes. It
-  ends near 89% on the JPEG-75 copy of CIFAR-10 (89.27% after 16 epochs, seed 0), not
-  the 93% the issue hoped for: that would need about the gpu network's FLOPs for more
-  epochs than 15 minutes hold here.
+  ends near 89% on the JPEG-75 copy of CIFAR-10 (89.27% after 16 epochs, seed 0; seeds
+  0-2 after 14 epochs: 89.36/88.82/89.44%, on a slower day with 71 s epochs, 1,000 s in
+  all), not the 93% the issue hoped for: that would need about the gpu network's FLOPs
+  for more epochs than 15 minutes hold here.
 * ``gpu``: the full widths (64, 256, 256), batch 1024, 14 epochs, fp16 AMP (precision
   auto on CUDA): written to reach 94% on the official CIFAR-10 files in a few seconds on an
   A100-class GPU. airbench's ablations put this combination (whitening, identity init,
