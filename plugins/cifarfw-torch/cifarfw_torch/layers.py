@@ -123,7 +123,7 @@ class UpscaledConv2d(nn.Module):
                 out[:, :, fi::q, fj::q] = phase[:, :, :rows, :cols]
         # The border outputs: a kernel each, on the source pixels it reads.
         patches = x.flatten(1)[:, self.edge_index.view(-1)].view(n, *self.edge_index.shape).transpose(0, 1)
-        edges = torch.baddbmm(self.bias.to(dtype), patches, self.edge_weight.to(dtype))  # (E, N, O)
+        edges = torch.baddbmm(bias, patches, self.edge_weight.to(dtype))  # (E, N, O)
         out.permute(0, 2, 3, 1).view(n, self.n_out * self.n_out, -1)[:, self.edge_positions] = edges.transpose(0, 1)
         return out
 

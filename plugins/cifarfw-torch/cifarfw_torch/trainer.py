@@ -304,9 +304,9 @@ class _Fit:
                 x, y = self._batch(draw.batch(*self.group.shard(start, stop)))
                 batches.append((step, x, y, stop - start))
             if self.head_split is not None:
-                frozen = self.head_split[0].train()
                 with torch.no_grad(), self.runtime.autocast():
-                    ahead = frozen(torch.cat([x for _, x, _, _ in batches])).split([len(x) for _, x, _, _ in batches])
+                    ahead = self.head_split[0](torch.cat([x for _, x, _, _ in batches]))
+                ahead = ahead.split([len(x) for _, x, _, _ in batches])
                 batches = [(step, a, y, size) for a, (step, _, y, size) in zip(ahead, batches, strict=True)]
             yield from batches
 
@@ -319,6 +319,8 @@ class _Fit:
         draw = draw_epoch(n, augment, epoch_generator(config.seed, epoch), runtime.device)
         self.group.seed_epoch(config.seed, epoch)  # distributed: dropout masks differ per process
         self.net.train()
+        if self.head_split is not None:
+            self.head_split[0].train()  # its dropout is live in training (see _batches)
         loss_sum = torch.zeros((), device=runtime.device)
         correct = torch.zeros((), dtype=torch.int64, device=runtime.device)
         seen, lr = 0, self.optimizer.param_groups[0]["lr"]
