@@ -23,14 +23,17 @@ from typing import TYPE_CHECKING, Any
 import pluggy
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     import click
     import numpy as np
 
     from cifarfw.runs import Run
-    from cifarfw.specs import DatasetSpec, ModelSpec, ReporterSpec, RunResult, TrainerSpec
+    from cifarfw.specs import DatasetSpec, ModelProviderSpec, ModelSpec, ReporterSpec, RunResult, TrainerSpec
 
 PROJECT = "cifarfw"
-HOOK_API_VERSION = 1
+# 1: the first contract. 2: register_model_providers, on_session_end.
+HOOK_API_VERSION = 2
 
 hookspec = pluggy.HookspecMarker(PROJECT)
 hookimpl = pluggy.HookimplMarker(PROJECT)
@@ -47,6 +50,12 @@ def register_datasets(register: Callable[[DatasetSpec], None]) -> None:
 @hookspec
 def register_models(register: Callable[[ModelSpec], None]) -> None:
     """Register models: ``register(ModelSpec(name, framework, factory, ...))``."""
+
+
+@hookspec
+def register_model_providers(register: Callable[[ModelProviderSpec], None]) -> None:
+    """Register lazily listed model families (zoos): ``register(ModelProviderSpec(namespace, names,
+    spec, framework))``. Their models are named ``<namespace>/<name>``. (Hook API 2.)"""
 
 
 @hookspec
@@ -110,3 +119,13 @@ def on_checkpoint(run: Run, epoch: int, path: str) -> None:
 def on_run_end(run: Run, status: str, result: RunResult | None) -> None:
     """The run ended with ``status`` (finished, failed, interrupted, nan); ``result`` is
     ``None`` unless it finished."""
+
+
+# --- session hooks (called on plugin modules, once per command) -------------------------
+
+
+@hookspec
+def on_session_end(run_dirs: list[Path], failures: int) -> None:
+    """One ``cifarfw run`` command trained several runs (plugins x seeds) and they all ended:
+    ``run_dirs`` are the folders of the runs that finished, ``failures`` the count of the
+    others. Called on rank 0 only, when more than one run was asked for. (Hook API 2.)"""

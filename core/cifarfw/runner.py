@@ -211,7 +211,7 @@ def execute(
         # The checkpoint stays the run's last complete one until a new one is written: a second
         # --resume, and the other ranks of a distributed resume (which read run.json after this
         # rank rewrites it), must find it.
-        kept = ("started_at", "epochs", "params", "checkpoint", "previous_checkpoint")
+        kept = ("started_at", "epochs", "params", "checkpoint", "previous_checkpoint", "resolved")
         record.update({k: previous[k] for k in kept if k in previous})
         record["resumed"] = [*previous.get("resumed", []), now_iso()]
         done = (previous.get("checkpoint") or {}).get("epoch", 0)

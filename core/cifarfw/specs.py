@@ -89,6 +89,15 @@ class TrainerSpec:
     ``validate(config, model)``, when given, raises :class:`cifarfw.errors.UsageError`
     for option values the trainer cannot honour (``--precision fp16`` on a CPU, say);
     it runs before any run folder is written.
+
+    The trainer owns its vocabulary: ``optimizers`` and ``schedules`` name the values of
+    ``--optimizer`` and ``--schedule`` it implements (config validation asks the trainer of
+    the model's framework; empty means the trainer checks them itself in ``validate``).
+    ``adapter()``, when given, returns the test kit's :class:`cifarfw.testing.FrameworkAdapter`
+    for this framework (build, forward, count parameters, a few optimizer steps).
+    ``launch(argv, nproc_per_node, nnodes, rdzv_endpoint)``, when given, runs ``cifarfw
+    argv`` as a multi-process launch (torchrun for torch) and returns its exit code; it is
+    what ``--nproc-per-node`` calls.
     """
 
     name: str
@@ -96,6 +105,10 @@ class TrainerSpec:
     factory: Callable[[], Trainer]
     validate: Callable[[RunConfig, ModelSpec], None] | None = None
     description: str = ""
+    optimizers: Sequence[str] = ()
+    schedules: Sequence[str] = ()
+    adapter: Callable[[], Any] | None = None
+    launch: Callable[[list[str], int, int, str | None], int] | None = None
 
 
 @dataclass(frozen=True)
@@ -120,6 +133,28 @@ class ReporterSpec:
     factory: Callable[[Run], object]
     description: str = ""
     default: bool = True
+
+
+@dataclass(frozen=True)
+class ModelProviderSpec:
+    """A lazily listed family of models under one namespace: a model zoo (timm, Keras).
+
+    Registering hundreds of :class:`ModelSpec` objects would make every ``cifarfw`` start
+    import the zoo's library. A provider instead names its ``namespace`` (``"timm"``) and
+    two callables asked only when a model of it is looked up or listed:
+    ``names()`` returns the model names without the namespace (``["resnet18", ...]``),
+    ``spec(name)`` returns the :class:`ModelSpec` of one (its ``name`` is
+    ``"<namespace>/<name>"``) or raises :class:`cifarfw.errors.UsageError` for an unknown one.
+    ``options`` are the options every model of the provider takes; they appear in
+    ``cifarfw run --help`` without calling ``names()``.
+    """
+
+    namespace: str
+    names: Callable[[], Sequence[str]]
+    spec: Callable[[str], ModelSpec]
+    framework: str
+    options: Sequence[Option] = ()
+    description: str = ""
 
 
 @dataclass

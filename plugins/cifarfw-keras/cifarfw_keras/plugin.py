@@ -17,6 +17,12 @@ if TYPE_CHECKING:
     from cifarfw.specs import ModelSpec
 
 
+# The trainer's vocabulary: what --optimizer and --schedule accept for Keras models
+# (cifarfw_keras.trainer implements each; config validation asks this list).
+OPTIMIZERS = ("adam", "adamw", "sgd")
+SCHEDULES = ("constant", "step", "cosine", "onecycle")
+
+
 def make_trainer() -> Any:
     from cifarfw_keras.trainer import KerasTrainer
 
@@ -30,6 +36,13 @@ def validate(config: RunConfig, model: ModelSpec) -> None:
     validate_config(config, model)
 
 
+def make_adapter() -> Any:
+    """The test kit's Keras adapter (cifarfw.testing's build/forward/learns checks)."""
+    from cifarfw_keras.kit import KerasAdapter
+
+    return KerasAdapter()
+
+
 @hookimpl
 def register_trainers(register: Callable[[TrainerSpec], None]) -> None:
     register(
@@ -39,5 +52,8 @@ def register_trainers(register: Callable[[TrainerSpec], None]) -> None:
             factory=make_trainer,
             validate=validate,
             description="any keras.Model (TensorFlow): tf.data batch augmentation, bf16, .keras checkpoints",
+            optimizers=OPTIMIZERS,
+            schedules=SCHEDULES,
+            adapter=make_adapter,
         )
     )

@@ -16,6 +16,12 @@ if TYPE_CHECKING:
     from cifarfw.specs import ModelSpec
 
 
+# The trainer's vocabulary: what --optimizer and --schedule accept for torch models
+# (cifarfw_torch.optim implements each; config validation asks this list).
+OPTIMIZERS = ("adam", "adamw", "sgd")
+SCHEDULES = ("constant", "step", "cosine", "onecycle")
+
+
 def make_trainer() -> Any:
     from cifarfw_torch.trainer import TorchTrainer
 
@@ -31,6 +37,20 @@ def validate(config: RunConfig, model: ModelSpec) -> None:
     validate_config(config, model)
 
 
+def make_adapter() -> Any:
+    """The test kit's torch adapter (cifarfw.testing's build/forward/learns checks)."""
+    from cifarfw_torch.kit import TorchAdapter
+
+    return TorchAdapter()
+
+
+def launch(argv: list[str], nproc_per_node: int, nnodes: int, rdzv_endpoint: str | None) -> int:
+    """``--nproc-per-node``: run ``cifarfw argv`` under torchrun; its exit code."""
+    from cifarfw_torch.launch import launch as torchrun
+
+    return torchrun(argv, nproc_per_node, nnodes, rdzv_endpoint)
+
+
 @hookimpl
 def register_trainers(register: Callable[[TrainerSpec], None]) -> None:
     register(
@@ -40,5 +60,9 @@ def register_trainers(register: Callable[[TrainerSpec], None]) -> None:
             factory=make_trainer,
             validate=validate,
             description="any torch.nn.Module: tensor batch augmentation, bf16/AMP, checkpoints, feature cache",
+            optimizers=OPTIMIZERS,
+            schedules=SCHEDULES,
+            adapter=make_adapter,
+            launch=launch,
         )
     )
