@@ -8,8 +8,10 @@ import tomllib
 
 import pytest
 
+from cifarfw import hookimpl
 from cifarfw.errors import PluginError, UsageError
 from cifarfw.plugins import PluginHost, load_registry
+from cifarfw.specs import ModelSpec
 from cifarfw.testing import assert_one_line_error
 from conftest import ROOT
 
@@ -74,14 +76,59 @@ def test_disable_plugin_flag_blocks(cli, entry_points):
     assert_one_line_error(code, err, "blocked")
 
 
-def test_duplicate_name_names_both_plugins(entry_points, clean_env):
+def test_duplicate_name_between_unlisted_plugins_is_refused_to_both(entry_points, clean_env):
     entry_points(("dup", "plugins_fixture.duplicate_model"), FAKE)
     host = PluginHost()
     host.collect()
-    # entry points load in name order: "dup" registers softmax first, "fake" second.
-    assert host.plugins["fake"].status == "failed"
-    assert "'dup'" in host.plugins["fake"].error and "'fake'" in host.plugins["fake"].error
-    assert host.models["softmax"].framework == "numpy"
+    # Neither is registry.toml's owner of "softmax": load order must not decide, both lose it.
+    for name in ("dup", "fake"):
+        assert host.plugins[name].status == "failed"
+        assert "'dup' and plugin 'fake'" in host.plugins[name].error
+    assert "softmax" not in host.models
+
+
+@pytest.mark.parametrize("hijacker", ["aa-dup", "zz-dup"])  # sorting before and after the owner
+def test_listed_owner_keeps_its_name_whatever_the_load_order(entry_points, clean_env, hijacker):
+    entry_points((hijacker, "plugins_fixture.hijack"), ("torch-cnn", "cifarfw_torch_cnn.plugin"))
+    host = PluginHost()
+    host.collect()
+    assert host.plugins["torch-cnn"].status == "ok"
+    assert host.plugin_of_model("torch-cnn") == "torch-cnn"
+    error = host.plugins[hijacker].error
+    assert host.plugins[hijacker].status == "failed"
+    assert f"'{hijacker}'" in error and "'torch-cnn'" in error and "lists 'torch-cnn' as its owner" in error
+
+
+def test_unknown_framework_suggests_the_known_ones(clean_env):
+    from fakes import FakeModelPlugin
+
+    class Pytorch:
+        @staticmethod
+        @hookimpl
+        def register_models(register):
+            register(ModelSpec("mine", "pytorch", FakeModelPlugin.register_models))
+
+    host = PluginHost(load_entry_points=False)
+    host.add(Pytorch(), "mine")
+    with pytest.raises(PluginError, match=r"framework 'pytorch'; did you mean 'torch'"):
+        host.trainer_for(host.resolve_model("mine", None)[1].framework)
+
+
+@pytest.mark.parametrize(
+    "stats", [{"mean": (125.3, 123.0, 113.9)}, {"std": (63.0, 62.1, 66.7)}, {"mean": (-0.1, 0.4, 0.4)}]
+)
+def test_mean_and_std_off_the_0_1_scale_are_refused(clean_env, stats):
+    class Scaled:
+        @staticmethod
+        @hookimpl
+        def register_models(register):
+            register(ModelSpec("scaled", "numpy", lambda num_classes, options: None, **stats))
+
+    host = PluginHost(load_entry_points=False)
+    host.add(Scaled(), "scaled")
+    host.collect()
+    assert host.plugins["scaled"].status == "failed"
+    assert "0-1 pixel scale" in host.plugins["scaled"].error
 
 
 def test_invalid_spec_fails_its_plugin_and_rolls_back(entry_points, clean_env):

@@ -16,18 +16,18 @@ from __future__ import annotations
 
 import importlib.metadata as metadata
 import os
-import tomllib
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from importlib import resources
-from pathlib import Path
 from typing import Any
 
 import pluggy
 
-from cifarfw import hookspecs
-from cifarfw.errors import PluginError, UsageError
-from cifarfw.specs import DatasetSpec, ModelSpec, ReporterSpec, TrainerSpec
+from cifarfw import hookspecs, registry
+from cifarfw.config import validate_recipe
+from cifarfw.errors import CifarfwError, PluginError, UsageError
+from cifarfw.registry import RegistryEntry as RegistryEntry  # where older code imports them from
+from cifarfw.registry import load_registry as load_registry
+from cifarfw.specs import DatasetSpec, ModelProviderSpec, ModelSpec, ReporterSpec, TrainerSpec
 from cifarfw.suggest import did_you_mean
 
 ENTRY_POINT_GROUP = "cifarfw"
@@ -48,53 +48,6 @@ class PluginInfo:
 
     def as_dict(self) -> dict[str, Any]:
         return {k: v for k, v in self.__dict__.items()}
-
-
-@dataclass
-class RegistryEntry:
-    """A plugin listed in registry.toml."""
-
-    name: str
-    distribution: str
-    location: str
-    framework: str
-    description: str
-    core: str  # compatible core versions, a PEP 440 specifier
-    entry_point: str = ""
-
-
-def load_registry(path: Path | None = None) -> list[RegistryEntry]:
-    """Read registry.toml (CIFARFW_REGISTRY, else the copy shipped with the core)."""
-    if path is None:
-        env = os.environ.get("CIFARFW_REGISTRY")
-        if env:
-            path = Path(env)
-    try:
-        if path is not None:
-            text = path.read_text(encoding="utf-8")
-        else:
-            text = (resources.files("cifarfw") / "registry.toml").read_text(encoding="utf-8")
-        data = tomllib.loads(text)
-    except (OSError, tomllib.TOMLDecodeError) as err:
-        raise UsageError(f"cannot read the plugin registry {path or 'registry.toml'}: {err}") from err
-    entries = []
-    for number, item in enumerate(data.get("plugin", []), 1):
-        missing = [key for key in ("name", "distribution") if not isinstance(item.get(key), str)]
-        if missing:
-            where = path or "registry.toml"
-            raise UsageError(f"{where}: [[plugin]] number {number} lacks {' and '.join(missing)}; fix the entry")
-        entries.append(
-            RegistryEntry(
-                name=item["name"],
-                distribution=item["distribution"],
-                location=item.get("location", ""),
-                framework=item.get("framework", ""),
-                description=item.get("description", ""),
-                core=item.get("core", ""),
-                entry_point=item.get("entry_point", ""),
-            )
-        )
-    return entries
 
 
 def _env_list(name: str) -> list[str] | None:
@@ -125,8 +78,10 @@ class PluginHost:
         self.models: dict[str, ModelSpec] = {}
         self.trainers: dict[str, TrainerSpec] = {}  # keyed by framework
         self.reporters: dict[str, ReporterSpec] = {}
+        self.providers: dict[str, ModelProviderSpec] = {}  # keyed by namespace
         self._owner: dict[tuple[str, str], str] = {}
         self._model_plugin: dict[str, str] = {}
+        self._provided_specs: dict[str, ModelSpec] = {}
         self._collected = False
         if builtin:
             from cifarfw import builtin as builtin_plugin
@@ -138,7 +93,7 @@ class PluginHost:
     # --- loading ----------------------------------------------------------------------
 
     def _load_entry_points(self) -> None:
-        for ep in sorted(metadata.entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
+        for ep in entry_points():
             dist = ep.dist.name if ep.dist else ""
             version = ep.dist.version if ep.dist else ""
             if ep.name in self.plugins:
@@ -183,76 +138,98 @@ class PluginHost:
 
     # --- registration ------------------------------------------------------------------
 
+    _KINDS: tuple[tuple[str, type, str, str], ...] = (
+        ("register_datasets", DatasetSpec, "dataset", "datasets"),
+        ("register_models", ModelSpec, "model", "models"),
+        ("register_model_providers", ModelProviderSpec, "provider", "providers"),
+        ("register_trainers", TrainerSpec, "trainer", "trainers"),
+        ("register_reporters", ReporterSpec, "reporter", "reporters"),
+    )
+
     def collect(self) -> None:
-        """Call every registration hook, plugin by plugin, so a failure stays with its plugin."""
+        """Call every registration hook, plugin by plugin, so a failure stays with its plugin.
+
+        Names are settled after every plugin registered, so load order never decides who
+        keeps a name two plugins claim: the plugin registry.toml lists as its owner keeps it
+        (the built-in plugin owns its own names), and without a listed owner among the
+        claimants every claimant is refused."""
         if self._collected:
             return
         self._collected = True
-        kinds: list[tuple[str, Callable[[Any], tuple[str, dict]]]] = [
-            ("register_datasets", lambda s: self._check(s, DatasetSpec, "dataset", self.datasets)),
-            ("register_models", lambda s: self._check(s, ModelSpec, "model", self.models)),
-            ("register_trainers", lambda s: self._check(s, TrainerSpec, "trainer", self.trainers)),
-            ("register_reporters", lambda s: self._check(s, ReporterSpec, "reporter", self.reporters)),
-        ]
-        added: dict[str, list[tuple[str, str, dict]]] = {}  # plugin -> what it registered
-        for hook_name, check in kinds:
+        claims: dict[str, list[tuple[str, str, Any]]] = {}  # plugin -> [(kind, key, spec)]
+        for hook_name, cls, kind, _ in self._KINDS:
             for impl in getattr(self.pm.hook, hook_name).get_hookimpls():
                 plugin_name = impl.plugin_name
                 info = self.plugins.get(plugin_name)
                 if info is None or info.status != "ok":
                     continue
-                mine = added.setdefault(plugin_name, [])
+                mine = claims.setdefault(plugin_name, [])
 
-                def register(spec: Any, _check=check, _mine=mine, _plugin=plugin_name) -> None:
-                    kind, key, table = _check(spec)
-                    owner = self._owner.get((kind, key))
-                    if owner is not None:
-                        raise PluginError(
-                            f"{kind} {key!r} is registered by both plugin {owner!r} and plugin {_plugin!r}"
-                        )
-                    table[key] = spec
-                    self._owner[(kind, key)] = _plugin
-                    _mine.append((kind, key, table))
+                def register(spec: Any, _cls=cls, _kind=kind, _mine=mine) -> None:
+                    key = _check(spec, _cls, _kind)
+                    if any(k == _kind and n == key for k, n, _ in _mine):
+                        raise PluginError(f"{_kind} {key!r} is registered twice by the same plugin")
+                    _mine.append((_kind, key, spec))
 
                 try:
                     impl.function(**{arg: register for arg in impl.argnames})
                 except Exception as err:
-                    # Drop everything the broken plugin registered, in every hook so far.
-                    for kind, key, table in mine:
-                        table.pop(key, None)
-                        self._owner.pop((kind, key), None)
-                    mine.clear()
+                    claims.pop(plugin_name, None)  # what it registered before failing is dropped
                     self._fail(plugin_name, info.distribution, info.version, _message(err), err)
                     self.pm.unregister(name=plugin_name)
-        for plugin_name, mine in added.items():
-            info = self.plugins[plugin_name]
-            for kind, key, _ in mine:
-                info.registered.append(f"{kind}:{key}")
+        for loser, message in self._contested(claims):
+            info = self.plugins[loser]
+            claims.pop(loser, None)
+            self._fail(loser, info.distribution, info.version, message, PluginError(message))
+            self.pm.unregister(name=loser)
+        tables = {kind: getattr(self, attr) for _, _, kind, attr in self._KINDS}
+        for plugin_name, mine in claims.items():
+            for kind, key, spec in mine:
+                tables[kind][key] = spec
+                self._owner[(kind, key)] = plugin_name
+                self.plugins[plugin_name].registered.append(f"{kind}:{key}")
                 if kind == "model":
                     self._model_plugin[key] = plugin_name
-        self._collected = True
 
-    def _check(self, spec: Any, cls: type, kind: str, table: dict) -> tuple[str, str, dict]:
-        if not isinstance(spec, cls):
-            raise PluginError(f"register() for {kind}s expects a {cls.__name__}, got {type(spec).__name__}")
-        name = spec.framework if cls is TrainerSpec else spec.name
-        if not isinstance(name, str) or not name:
-            raise PluginError(f"{kind} spec has an empty name")
-        if cls is ModelSpec:
-            _validate_model(spec)
-        factory = getattr(spec, "factory", None) or getattr(spec, "loader", None)
-        if not callable(factory):
-            raise PluginError(f"{kind} {name!r}: factory is not callable")
-        return kind, name, table
+    def _contested(self, claims: dict[str, list[tuple[str, str, Any]]]) -> list[tuple[str, str]]:
+        """The plugins that lose a name another plugin also claims, each with its error line."""
+        claimants: dict[tuple[str, str], list[str]] = {}
+        for plugin_name, mine in claims.items():
+            for kind, key, _ in mine:
+                claimants.setdefault((kind, key), []).append(plugin_name)
+        listed = registry.listed_owners() if any(len(p) > 1 for p in claimants.values()) else {}
+        losers: dict[str, str] = {}
+        for (kind, key), plugins in sorted(claimants.items()):
+            if len(plugins) < 2:
+                continue
+            owner = BUILTIN if BUILTIN in plugins else listed.get((kind, key))
+            both = " and plugin ".join(repr(p) for p in sorted(plugins))
+            for plugin_name in plugins:
+                if plugin_name == owner or plugin_name in losers:
+                    continue
+                if owner in plugins:
+                    why = f"registry.toml lists {owner!r} as its owner; rename yours"
+                else:
+                    why = "registry.toml lists neither as its owner, so both are refused it; rename one"
+                losers[plugin_name] = f"{kind} {key!r} is registered by both plugin {both}: {why}"
+        return list(losers.items())
 
     # --- queries ------------------------------------------------------------------------
 
     def models_of(self, plugin: str) -> list[ModelSpec]:
+        """The models ``plugin`` registered one by one (a zoo's are listed by its provider)."""
         self.collect()
         return [spec for name, spec in self.models.items() if self._model_plugin.get(name) == plugin]
 
+    def providers_of(self, plugin: str) -> list[ModelProviderSpec]:
+        self.collect()
+        return [spec for ns, spec in self.providers.items() if self._owner.get(("provider", ns)) == plugin]
+
     def plugin_of_model(self, model: str) -> str:
         self.collect()
+        namespace = model.split("/", 1)[0]
+        if "/" in model and namespace in self.providers:
+            return self._owner[("provider", namespace)]
         return self._model_plugin[model]
 
     def resolve_model(self, plugin: str, model: str | None) -> tuple[str, ModelSpec]:
@@ -262,22 +239,58 @@ class PluginHost:
         if info is None:
             if plugin in self.models:  # a model name is accepted where a plugin is asked for
                 return self._model_plugin[plugin], self.models[plugin]
+            namespace, _, name = plugin.partition("/")
+            if name and namespace in self.providers:  # so is a zoo's "timm/resnet18"
+                owner = self._owner[("provider", namespace)]
+                return owner, self._provided(self.providers[namespace], owner, name)
             known = [n for n, i in self.plugins.items() if i.status == "ok"]
             raise UsageError(f"unknown plugin {plugin!r}{did_you_mean(plugin, known)}; `cifarfw plugins` lists them")
         if info.status == "blocked":
             raise PluginError(f"plugin {plugin!r} is blocked (CIFARFW_PLUGINS / --disable-plugin)")
         if info.status == "failed":
             raise PluginError(f"plugin {plugin!r} failed to load: {info.error}")
-        models = self.models_of(plugin)
-        if not models:
-            raise UsageError(f"plugin {plugin!r} registers no model; `cifarfw plugins` shows what each offers")
+        models, providers = self.models_of(plugin), self.providers_of(plugin)
         if model is None:
-            return plugin, models[0]
+            if models:
+                return plugin, models[0]
+            if providers:
+                raise UsageError(
+                    f"plugin {plugin!r} offers a zoo of models; name one with --model "
+                    f"(`cifarfw models --plugin {plugin}` lists them)"
+                )
+            raise UsageError(f"plugin {plugin!r} registers no model; `cifarfw plugins` shows what each offers")
         for spec in models:
             if spec.name == model:
                 return plugin, spec
+        for provider in providers:
+            name = model.removeprefix(provider.namespace + "/")
+            if len(providers) == 1 or name != model:
+                return plugin, self._provided(provider, plugin, name)
         names = [m.name for m in models]
         raise UsageError(f"plugin {plugin!r} has no model {model!r}{did_you_mean(model, names)}")
+
+    def _provided(self, provider: ModelProviderSpec, plugin: str, name: str) -> ModelSpec:
+        """The spec a zoo's provider gives for ``name``, checked like a registered one."""
+        key = f"{provider.namespace}/{name}"
+        if key in self._provided_specs:
+            return self._provided_specs[key]
+        dist = self.plugins[plugin].distribution or "in-process"
+        try:
+            spec = provider.spec(name)
+            if not isinstance(spec, ModelSpec) or spec.name != key:
+                raise PluginError(
+                    f"provider {provider.namespace!r}: spec({name!r}) must return a ModelSpec named {key!r}"
+                )
+            _validate_model(spec)
+        except CifarfwError:
+            raise
+        except Exception as err:
+            raise PluginError(
+                f"plugin {plugin!r} ({dist}) failed to describe model {key!r}: {_message(err)}; "
+                "this is a bug in that plugin, please report it to its project"
+            ) from err
+        self._provided_specs[key] = spec
+        return spec
 
     def dataset(self, name: str) -> DatasetSpec:
         self.collect()
@@ -287,12 +300,17 @@ class PluginHost:
 
     def trainer_for(self, framework: str) -> TrainerSpec:
         self.collect()
-        if framework not in self.trainers:
-            raise PluginError(
-                f"no trainer is installed for framework {framework!r}; install cifarfw-{framework} "
-                f"(see `cifarfw plugins`)"
-            )
-        return self.trainers[framework]
+        if framework in self.trainers:
+            return self.trainers[framework]
+        known = sorted(set(self.trainers) | registry.frameworks())
+        hint = did_you_mean(framework, known)
+        if framework in known or not hint:
+            how = f"install cifarfw-{framework}" if framework in known else "install a plugin with a trainer for it"
+            raise PluginError(f"no trainer is installed for framework {framework!r}; {how} (see `cifarfw plugins`)")
+        raise PluginError(
+            f"no trainer is installed for framework {framework!r}{hint} (known: {', '.join(known)}); "
+            "fix the model's framework"
+        )
 
     def listing(self) -> list[PluginInfo]:
         """Every plugin: installed ones with their status, then known-but-not-installed ones."""
@@ -300,10 +318,10 @@ class PluginHost:
         rows = list(self.plugins.values())
         installed = {p.name for p in rows} | {p.distribution for p in rows}
         try:
-            registry = load_registry()
+            entries = registry.load_registry()
         except UsageError:
-            registry = []
-        for entry in registry:
+            entries = []
+        for entry in entries:
             if entry.name not in installed and entry.distribution not in installed:
                 rows.append(
                     PluginInfo(
@@ -311,20 +329,40 @@ class PluginHost:
                         "not-installed",
                         entry.distribution,
                         error="",
-                        install=_install_command(entry),
+                        install=registry.install_command(entry),
                     )
                 )
         return rows
 
 
-def _install_command(entry: RegistryEntry) -> str:
-    if entry.location.startswith(("plugins/", "./")):
-        return f"pip install -e {entry.location}"
-    return f"pip install {entry.distribution}"
-
-
 def _message(err: BaseException) -> str:
     return str(err) if isinstance(err, PluginError) else f"{type(err).__name__}: {err}"
+
+
+def _check(spec: Any, cls: type, kind: str) -> str:
+    """The name ``spec`` registers under, after checking it is a well-formed ``cls``."""
+    if not isinstance(spec, cls):
+        raise PluginError(f"register() for {kind}s expects a {cls.__name__}, got {type(spec).__name__}")
+    name = spec.framework if cls is TrainerSpec else spec.namespace if cls is ModelProviderSpec else spec.name
+    if not isinstance(name, str) or not name:
+        raise PluginError(f"{kind} spec has an empty name")
+    if "/" in name:
+        raise PluginError(f"{kind} {name!r}: '/' is kept for zoo namespaces (timm/resnet18); choose another name")
+    if cls is ModelSpec:
+        _validate_model(spec)
+    if cls is ModelProviderSpec:
+        if not (callable(spec.names) and callable(spec.spec)):
+            raise PluginError(f"provider {name!r}: names and spec must be callable")
+        return name
+    factory = getattr(spec, "factory", None) or getattr(spec, "loader", None)
+    if not callable(factory):
+        raise PluginError(f"{kind} {name!r}: factory is not callable")
+    return name
+
+
+def entry_points() -> list[metadata.EntryPoint]:
+    """The installed plugins' entry points (group ``cifarfw``), by name: the one enumeration."""
+    return sorted(metadata.entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name)
 
 
 def _validate_model(spec: ModelSpec) -> None:
@@ -335,12 +373,15 @@ def _validate_model(spec: ModelSpec) -> None:
     for label, stats in (("mean", spec.mean), ("std", spec.std)):
         if len(stats) != 3 or not all(isinstance(v, int | float) for v in stats):
             raise PluginError(f"model {spec.name!r}: {label} must be three numbers")
-    if any(v <= 0 for v in spec.std):
-        raise PluginError(f"model {spec.name!r}: std values must be positive")
+    # Statistics are on the 0-1 scale the trainers normalise with; 0-255 values train silently
+    # on garbage (a loss in the thousands), so they are refused here.
+    if not all(0 <= v <= 1 for v in spec.mean) or not all(0 < v <= 1 for v in spec.std):
+        raise PluginError(
+            f"model {spec.name!r}: mean must be in [0, 1] and std in (0, 1] (the 0-1 pixel scale; "
+            f"got mean {tuple(spec.mean)}, std {tuple(spec.std)}): divide 0-255 values by 255"
+        )
     if spec.default_recipe is not None and spec.default_recipe not in spec.recipes:
         raise PluginError(f"model {spec.name!r}: default recipe {spec.default_recipe!r} is not in its recipes")
-    from cifarfw.config import validate_recipe  # late: config imports specs
-
     for recipe_name, overrides in spec.recipes.items():
         try:
             validate_recipe(overrides)
