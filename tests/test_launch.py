@@ -1,12 +1,13 @@
-"""The core's side of distributed runs: reading the launcher's environment, handing over to torchrun."""
+"""Distributed runs: the core reads the launcher's environment; the torch plugin hands over to torchrun."""
 
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import pytest
 
-from cifarfw.cli import _drop_options
 from cifarfw.errors import UsageError
 from cifarfw.runner import world_from_env
 from cifarfw.testing import assert_one_line_error
@@ -44,11 +45,41 @@ def test_tf_config(monkeypatch, cluster, task, expected):
     assert world_from_env() == expected
 
 
+def torch_launch():
+    return pytest.importorskip("cifarfw_torch.launch", reason="cifarfw-torch is not installed")
+
+
 def test_drop_options_removes_launcher_flags():
     args = ["run", "--plugin", "x", "--nproc-per-node", "2", "--nnodes=1", "--epochs", "3", "--rdzv-endpoint", "h:1"]
-    assert _drop_options(args, {"--nproc-per-node", "--nnodes", "--rdzv-endpoint"}) == [
+    assert torch_launch().drop_options(args, {"--nproc-per-node", "--nnodes", "--rdzv-endpoint"}) == [
         "run", "--plugin", "x", "--epochs", "3",
     ]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("nnodes", "endpoint", "rendezvous"),
+    [(1, None, ["--standalone"]), (2, "h:29400", ["--rdzv-backend=c10d", "--rdzv-endpoint=h:29400"])],
+)
+def test_torch_launch_runs_torchrun_without_the_launcher_flags(monkeypatch, nnodes, endpoint, rendezvous):
+    launch = torch_launch()
+    calls = []
+    monkeypatch.setattr(subprocess, "call", lambda cmd: calls.append(cmd) or 7)
+    argv = ["run", "--plugin", "torch-cnn", "--nproc-per-node=4", "--nnodes", str(nnodes), "--epochs", "2"]
+    if endpoint:
+        argv += ["--rdzv-endpoint", endpoint]
+    assert launch.launch(argv, 4, nnodes, endpoint) == 7  # torchrun's exit code, handed back
+    assert calls == [
+        [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node=4", f"--nnodes={nnodes}", *rendezvous,
+         "-m", "cifarfw", "run", "--plugin", "torch-cnn", "--epochs", "2"],
+    ]  # fmt: skip
+
+
+def test_torch_launch_without_torch_is_a_usage_error(monkeypatch):
+    launch = torch_launch()
+    monkeypatch.setattr(launch, "_has_module", lambda name: False)
+    monkeypatch.setattr(subprocess, "call", lambda cmd: pytest.fail("nothing may start"))
+    with pytest.raises(UsageError, match="needs torch installed"):
+        launch.launch(["run", "--plugin", "torch-cnn"], 2, 1, None)
 
 
 def test_launcher_flag_errors(cli, entry_points):
@@ -64,7 +95,7 @@ def test_launcher_flag_errors(cli, entry_points):
 def test_launch_is_checked_once_before_torchrun(cli, entry_points, monkeypatch):
     entry_points(("fake", "fakes:FAKE_PLUGIN"))
     launched = []
-    monkeypatch.setattr("cifarfw.cli._launch_torchrun", lambda kwargs: launched.append(kwargs))
+    monkeypatch.setattr(subprocess, "call", lambda cmd, *a, **k: launched.append(cmd) or 0)  # torchrun
     code, _, err = cli("run", "--plugin", "fake", "--nproc-per-node", "2")
     assert_one_line_error(code, err, "--nproc-per-node launches torch plugins through torchrun", "numpy plugin")
     code, _, err = cli("run", "--plugin", "fake", "--nproc-per-node", "2", "--epochs", "0")
