@@ -26,10 +26,13 @@ ONECYCLE_FINAL_DIVISOR = 1e4
 def make_optimizer(
     params: Iterable[torch.nn.Parameter], config: RunConfig, device: torch.device
 ) -> torch.optim.Optimizer:
-    """Adam, AdamW or SGD (momentum, Nesterov, weight decay) over ``params``.
+    """Adam, AdamW, SGD (momentum, Nesterov, weight decay) or RMSprop over ``params``.
 
     The fused implementations are used where torch has them for the device: one kernel
     for all parameters instead of a Python loop over them (measurable on small models).
+    RMSprop has none (torch's foreach kernels serve CUDA); it keeps torch's defaults
+    (``alpha`` 0.99, ``eps`` 1e-8, no momentum: ``--momentum`` is SGD's) with the run's
+    ``lr`` and ``weight_decay``.
     """
     params = list(params)
     fused = device.type in ("cpu", "cuda") and all(p.dtype.is_floating_point for p in params)
@@ -47,6 +50,8 @@ def make_optimizer(
             weight_decay=config.weight_decay,
             fused=fused,
         )
+    if name == "rmsprop":
+        return torch.optim.RMSprop(params, lr=config.lr, weight_decay=config.weight_decay)
     raise ValueError(f"unknown optimizer {name!r}")  # the config layer has already refused it
 
 

@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 
 # The trainer's vocabulary: what --optimizer and --schedule accept for torch models
 # (cifarfw_torch.optim implements each; config validation asks this list).
-OPTIMIZERS = ("adam", "adamw", "sgd")
+OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
 SCHEDULES = ("constant", "step", "cosine", "onecycle")
 
 
