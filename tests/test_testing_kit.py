@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 
 import numpy as np
@@ -9,8 +10,8 @@ import pytest
 from fakes import FAKE_PLUGIN
 from fixtures import kit_plugins
 
-from cifarfw import testing
-from cifarfw.specs import ModelSpec
+from cifarfw import hookimpl, testing
+from cifarfw.specs import ModelSpec, ReporterSpec, TrainerSpec
 from cifarfw.testing import ContractError, ModelPluginContract, check_model_plugin
 
 
@@ -140,6 +141,7 @@ def test_model_that_cannot_learn_is_reported(no_entry_points):
 
 def test_torch_adapter_on_tiny_models():
     torch = pytest.importorskip("torch")
+    kit = pytest.importorskip("cifarfw_torch.kit")  # the torch trainer plugin's adapter
 
     def tiny(num_classes, options):
         return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16 * 16 * 3, num_classes))
@@ -149,7 +151,7 @@ def test_torch_adapter_on_tiny_models():
         model.requires_grad_(False)
         return model
 
-    adapter = testing.TorchAdapter()
+    adapter = kit.TorchAdapter()
     spec = ModelSpec("tiny", "torch", tiny, input_size=16)
     model = testing.check_forward(adapter, spec, {})
     assert adapter.count_params(model) == (16 * 16 * 3 * 10 + 10,) * 2
@@ -200,3 +202,98 @@ def test_assert_one_line_error_refuses_what_the_cli_must_not_print(code, err, co
     with pytest.raises(AssertionError, match=complaint):
         testing.assert_one_line_error(code, err, "right")
     testing.assert_one_line_error(2, "warning: kept apart\nError: right here\n", "right")
+
+
+# --- the adapter comes from the framework's trainer -------------------------------------------
+
+
+class AdapterTrainerPlugin(kit_plugins.BadTrainerPlugin):
+    """The fake trainer, declaring (or not) the kit's adapter as a trainer plugin does."""
+
+    def __init__(self, adapter):
+        super().__init__(kit_plugins.NumpyTrainer)
+        self.adapter = adapter
+
+    @hookimpl
+    def register_trainers(self, register):
+        register(TrainerSpec("bad", "numpy-bad", self.trainer, adapter=self.adapter))
+
+
+def test_the_trainer_declares_the_adapter(no_entry_points):
+    report = check_model_plugin(AdapterTrainerPlugin(NumpyAdapter), name="p", skip=["light-import", "trainer-run"])
+    assert {r.name: r.ok for r in report.results}["learns[bad-model]"] is True
+
+
+def test_a_trainer_without_adapter_skips_forward_and_learns_with_the_reason(no_entry_points):
+    report = check_model_plugin(AdapterTrainerPlugin(None), name="p", skip=["light-import", "trainer-run"])
+    skipped = {r.name: r.detail for r in report.results if r.ok is None}
+    assert "declares no test-kit adapter (TrainerSpec.adapter)" in skipped["forward[bad-model]"]
+
+
+# --- reporter plugins ---------------------------------------------------------------------------
+
+
+class NotingReporter:
+    """Notes each event in a file of the run folder, as a reporter plugin would."""
+
+    def __init__(self, run, fail_at=None):
+        self.path, self.fail_at = run.dir / "notes.txt", fail_at
+
+    def _note(self, text):
+        with self.path.open("a") as f:
+            f.write(text + "\n")
+
+    @hookimpl
+    def on_run_start(self, run):
+        self._note("start")
+
+    @hookimpl
+    def on_epoch_end(self, run, epoch, metrics):
+        if epoch == self.fail_at:
+            raise ValueError("no room")
+        self._note(f"epoch {epoch} {metrics['test_acc']:.3f}")
+
+    @hookimpl
+    def on_run_end(self, run, status):
+        self._note(status)
+
+
+class ReporterPlugin:
+    def __init__(self, fail_at=None, default=True):
+        self.fail_at, self.default = fail_at, default
+
+    @hookimpl
+    def register_reporters(self, register):
+        factory = functools.partial(NotingReporter, fail_at=self.fail_at)
+        register(ReporterSpec("notes", factory, "notes each event", default=self.default))
+
+
+@pytest.mark.parametrize("default", [True, False])
+def test_a_good_reporter_plugin_passes(no_entry_points, tmp_path, default):
+    report = testing.check_reporter_plugin(ReporterPlugin(default=default), name="r", runs_root=tmp_path, epochs=3)
+    assert [r.name for r in report.results] == ["registration", "hooks", "light-import", "reporter-run[notes]"]
+    assert report.ok, report
+    assert report.results[-1].detail == "received on_run_start, on_epoch_end, on_run_end"
+    (run_dir,) = (p for p in tmp_path.iterdir() if p.is_dir())
+    notes = (run_dir / "notes.txt").read_text().splitlines()
+    assert notes[0] == "start" and [n.split()[1] for n in notes[1:4]] == ["1", "2", "3"] and notes[-1] == "finished"
+
+
+def test_a_reporter_that_raises_is_named_with_its_hook(no_entry_points):
+    report = testing.check_reporter_plugin(ReporterPlugin(fail_at=2), name="r", raise_on_failure=False)
+    (failure,) = report.failures
+    assert failure.name == "reporter-run[notes]"
+    assert failure.detail == "reporter 'notes' raised in on_epoch_end: ValueError: no room"
+
+
+def test_a_reporter_plugin_without_reporters_fails_registration(no_entry_points):
+    with pytest.raises(ContractError, match=r"registers no reporter: add a @hookimpl register_reporters"):
+        testing.check_reporter_plugin(FAKE_PLUGIN, name="r")
+
+
+class TestReporterThroughTheContractClass(testing.ReporterPluginContract):
+    plugin = ReporterPlugin()
+
+    @pytest.fixture(autouse=True)
+    def _isolated(self, no_entry_points):
+        pass
