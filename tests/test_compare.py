@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from test_compare_support import make_failed_run, make_host, make_run, make_study_runs
 
-from cifarfw.report import compare
+from cifarfw import runs
 from cifarfw.testing import assert_one_line_error
 
 GOLDEN = Path(__file__).parent / "golden"
@@ -316,7 +316,11 @@ def test_latest_and_plugin_select_runs(study, cli):
 
 
 def test_run_with_several_plugins_ends_with_the_comparison(cli, entry_points, tmp_path):
-    entry_points(("torch-cnn", "test_compare_support:TORCH_LIKE"), ("keras-cnn", "test_compare_support:KERAS_LIKE"))
+    entry_points(
+        ("torch-cnn", "test_compare_support:TORCH_LIKE"),
+        ("keras-cnn", "test_compare_support:KERAS_LIKE"),
+        ("compare", "cifarfw_compare.plugin"),  # its on_session_end prints the table
+    )
     root = tmp_path / "runs"
     code, out, err = cli(
         "run", "--plugin", "torch-cnn", "--plugin", "keras-cnn", "--runs-root", str(root),
@@ -389,7 +393,7 @@ def test_schema_zero_records_still_load_and_group_with_their_seeds(mixed_root, s
     assert cells[("Testing accuracy", "keras-cnn (study)")].endswith("(n=3)")
     assert cells[("Parameters (total)", "keras-cnn (study)")] == "1,930"
     assert cells[("Dataset", "keras-cnn (study)")].startswith("synthetic")
-    assert compare.load_entry(old).record["schema_version"] == 1
+    assert runs.load_entry(old).record["schema_version"] == 1
 
 
 def test_a_newer_schema_is_refused_by_name_and_skipped_in_a_scan(mixed_root, cli):

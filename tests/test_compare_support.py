@@ -3,7 +3,8 @@
 Two fake model plugins imitate the study's torch-cnn and keras-cnn: each registers the
 numpy trainer for its own framework ("torch", "keras") and a ``study`` recipe; their
 recipes differ in augmentation (and learning rate), as the study's do. A third,
-``broken``, fails after its first epoch. No torch or TensorFlow is imported.
+``broken``, fails after its first epoch. The TensorBoard plugin writes each run's events,
+as it does when installed. No torch or TensorFlow is imported.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from typing import Any
 
 import fakes
 
+import cifarfw_tensorboard.plugin
 from cifarfw import hookimpl, runner
 from cifarfw.plugins import PluginHost
 from cifarfw.specs import ModelSpec, RunResult, TrainerSpec
@@ -67,6 +69,7 @@ BROKEN = StudyLikePlugin("broken-cnn", "broken", _recipe(0.01, NO_AUGMENT), Fail
 
 def make_host() -> PluginHost:
     host = PluginHost(load_entry_points=False)
+    host.add(cifarfw_tensorboard.plugin, "tensorboard")
     host.add(TORCH_LIKE, "torch-cnn")
     host.add(KERAS_LIKE, "keras-cnn")
     host.add(BROKEN, "broken-cnn")

@@ -9,10 +9,11 @@ import numpy as np
 import pytest
 from fakes import FAKE_PLUGIN
 
+import cifarfw_tensorboard.plugin
 from cifarfw import runner
 from cifarfw.hookspecs import hookimpl
+from cifarfw.metrics import TAGS
 from cifarfw.plugins import PluginHost
-from cifarfw.report import METRIC_TAGS
 
 RECORD_FIELDS = {
     "schema_version", "status", "plugin", "model", "config", "seed", "versions", "hardware",
@@ -25,6 +26,7 @@ EPOCH_FIELDS = {"epoch", "train_loss", "train_acc", "test_loss", "test_acc", "se
 def host(clean_env):
     host = PluginHost(load_entry_points=False)
     host.add(FAKE_PLUGIN, "fake")
+    host.add(cifarfw_tensorboard.plugin, "tensorboard")  # the default reporter plugin, as installed
     return host
 
 
@@ -67,7 +69,7 @@ def test_tensorboard_tags_every_epoch(host, tmp_path):
     events = EventAccumulator(str(run_dir), size_guidance={"scalars": 0, "images": 0})
     events.Reload()
     tags = events.Tags()
-    for tag in METRIC_TAGS.values():
+    for tag in TAGS.values():
         assert tag in tags["scalars"], tag
         assert [e.step for e in events.Scalars(tag)] == [1, 2, 3, 4], tag
     record = json.loads((run_dir / "run.json").read_text())
@@ -91,8 +93,7 @@ def test_runs_started_in_one_second_keep_their_start_order(host, tmp_path):
     and compare's reference column must follow the recorded start instead."""
     from datetime import datetime
 
-    from cifarfw.report.compare import select_runs
-    from cifarfw.runs import find_run, iter_runs
+    from cifarfw.runs import find_run, iter_runs, select_runs
 
     first = run_fake(host, tmp_path, epochs=1)
     second = run_fake(host, tmp_path, epochs=1)

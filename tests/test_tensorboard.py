@@ -11,8 +11,8 @@ import textwrap
 import pytest
 from test_compare_support import make_failed_run, make_host, make_run
 
-from cifarfw.report import hparams
 from cifarfw.testing import assert_one_line_error
+from cifarfw_tensorboard import hparams
 
 # Reads a logdir the way TensorBoard's HParams dashboard does: the multiplexer, its data
 # provider, the HParams plugin's backend context and its GetExperiment / ListSessionGroups
@@ -117,7 +117,7 @@ WRITER_CHECK = textwrap.dedent(
     import sys
     sys.path.insert(0, sys.argv[2])
     from test_compare_support import make_host, make_run
-    from cifarfw.report import hparams
+    from cifarfw_tensorboard import hparams
     make_run(make_host(), sys.argv[1], "keras-cnn")
     hparams.write_experiment(sys.argv[1])
     print("tensorflow" in sys.modules, "tensorboard.plugins.hparams.summary" in sys.modules)
@@ -140,18 +140,9 @@ def test_the_writer_path_never_imports_tensorflow(tmp_path):
     assert list((tmp_path / "runs").glob(f"events.out.tfevents.*.{hparams.EXPERIMENT_FILE_TAG}.*"))
 
 
-def test_the_experiment_file_is_rewritten_only_when_its_content_changes(tmp_path):
-    record = {"plugin": "p", "model": "m", "framework": "torch", "config": {"lr": 0.1, "model_options": {}}}
-    first = hparams.write_experiment(tmp_path, extra=[hparams.hparams_of(record)])
-    assert hparams.write_experiment(tmp_path, extra=[hparams.hparams_of(record)]) == first
-    record["config"]["model_options"] = {"freeze": "features"}
-    second = hparams.write_experiment(tmp_path, extra=[hparams.hparams_of(record)])
-    assert second != first and not first.exists() and second.exists()
-
-
 def test_tensorboard_command_starts_tensorboard_on_the_runs_root_on_loopback(logdir, cli, monkeypatch):
     calls = []
-    monkeypatch.setattr("cifarfw.cli_report.os.execv", lambda path, argv: calls.append(argv))
+    monkeypatch.setattr("cifarfw_tensorboard.command.os.execv", lambda path, argv: calls.append(argv))
     code, _, err = cli("tensorboard", "--runs-root", str(logdir["root"]), "--port", "6123")
     assert code == 0, err
     (argv,) = calls

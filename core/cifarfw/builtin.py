@@ -1,8 +1,14 @@
-"""The built-in plugin: the cifar10 and synthetic datasets and the default reporters."""
+"""The built-in plugin: the cifar10 and synthetic datasets, the console and record reporters.
+
+TensorBoard and the comparison are first-party plugins (plugins/cifarfw-tensorboard,
+plugins/cifarfw-compare) that register through the same hooks.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+
+import click
 
 from cifarfw.hookspecs import hookimpl
 from cifarfw.specs import DatasetSpec, ReporterSpec
@@ -35,12 +41,6 @@ def _record(run):  # type: ignore[no-untyped-def]
     return RecordReporter(run)
 
 
-def _tensorboard(run):  # type: ignore[no-untyped-def]
-    from cifarfw.report.builtin_reporters import TensorBoardReporter
-
-    return TensorBoardReporter(run)
-
-
 @hookimpl
 def register_datasets(register: Callable[[DatasetSpec], None]) -> None:
     register(DatasetSpec("cifar10", _load_cifar10, "CIFAR-10, official python layout (50,000 / 10,000, 10 classes)"))
@@ -53,4 +53,10 @@ def register_datasets(register: Callable[[DatasetSpec], None]) -> None:
 def register_reporters(register: Callable[[ReporterSpec], None]) -> None:
     register(ReporterSpec("console", _console, "progress bar or one line per epoch"))
     register(ReporterSpec("record", _record, "run.json and predictions.npz in the run folder"))
-    register(ReporterSpec("tensorboard", _tensorboard, "TensorBoard event files in the run folder"))
+
+
+@hookimpl
+def register_commands(cli: click.Group) -> None:
+    from cifarfw.data.commands import data_cmd
+
+    cli.add_command(data_cmd)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import errno
-import hashlib
 import json
 import os
 import platform
@@ -81,10 +80,9 @@ def resolve(
 
 def group_id(config: config_mod.RunConfig) -> str:
     """Runs that differ only in seed share a group (the comparison averages over it)."""
-    values = config.as_dict()
-    for key in ("seed", "seeds", "name", "runs_root", "device"):
-        values.pop(key, None)
-    return hashlib.sha1(json.dumps(values, sort_keys=True, default=str).encode()).hexdigest()[:12]
+    from cifarfw import runs
+
+    return runs.group_id(config.as_dict())
 
 
 def _git_commit() -> str | None:

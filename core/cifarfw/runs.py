@@ -3,19 +3,24 @@
 A run folder ``<runs_root>/<YYYYmmdd-HHMMSS>-<model>-s<seed>[-name]-<4 hex>`` holds
 ``config.toml`` (the resolved config), ``run.json`` (the public record, see
 docs/run-folder.md), TensorBoard event files, ``checkpoints/`` and ``predictions.npz``.
+
+This module is the only reader of run records (listing, selection, group ids, final metrics);
+schema 0 records are upgraded on reading, newer schemas refused.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import json
 import os
 import secrets
 import signal
+import sys
 import tempfile
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -33,6 +38,9 @@ if TYPE_CHECKING:
 SCHEMA_VERSION = 1
 RECORD = "run.json"
 LOCK = ".lock"
+FINISHED = "finished"
+# Config keys that do not change what a run computes: runs differing only in these share a group.
+GROUP_IGNORED = frozenset({"seed", "seeds", "name", "runs_root", "device"})
 
 
 def atomic_write(path: Path, data: bytes | str) -> None:
@@ -228,18 +236,147 @@ def start_key(path: Path, record: Mapping[str, Any]) -> tuple[float, str]:
     return started, path.name
 
 
-def iter_runs(runs_root: str | Path) -> Iterator[tuple[Path, dict[str, Any]]]:
-    """Every readable run folder under ``runs_root``, oldest first (by ``started_at``)."""
-    root = Path(runs_root)
-    if not root.is_dir():
-        return
-    readable = []
+def group_id(config: Mapping[str, Any]) -> str:
+    """The group of a config (``RunConfig.as_dict()``): runs that differ only in the keys of
+    ``GROUP_IGNORED`` share it, and the comparison averages over them."""
+    values = {k: v for k, v in config.items() if k not in GROUP_IGNORED}
+    return hashlib.sha1(json.dumps(values, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def final_metrics(record: Mapping[str, Any]) -> dict[str, float]:
+    """A run's results: its ``final`` metrics, else its last epoch's; ``train_seconds``, when
+    not recorded, is the sum of the epochs' ``seconds``. Numbers only."""
+    epochs = [e for e in record.get("epochs") or [] if isinstance(e, Mapping)]
+    values = {k: v for k, v in (epochs[-1] if epochs else {}).items() if k != "epoch"}
+    values.update(record["final"] if isinstance(record.get("final"), Mapping) else {})
+    if "train_seconds" not in values and epochs:
+        values["train_seconds"] = sum(e.get("seconds", 0.0) for e in epochs if _number(e.get("seconds", 0.0)))
+    return {k: float(v) for k, v in values.items() if _number(v)}
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def upgrade_record(record: Any, where: Path | str) -> dict[str, Any]:
+    """A run record of any readable schema, as schema 1; RunDirError when it cannot be read."""
+    if not isinstance(record, dict) or not isinstance(record.get("config"), dict):
+        raise RunDirError(f"{where}: {RECORD} is not a cifarfw run record (no config)")
+    version = record.get("schema_version", 0)
+    if not isinstance(version, int) or version > SCHEMA_VERSION:
+        raise RunDirError(
+            f"{where}: run record schema {version!r} is newer than this cifarfw reads ({SCHEMA_VERSION}); "
+            "upgrade cifarfw to read it"
+        )
+    rec = dict(record)
+    config = rec["config"]
+    for key, default in (("plugin", ""), ("model", ""), ("recipe", ""), ("seed", 0)):
+        rec.setdefault(key, config.get(key, default))
+    rec.setdefault("framework", "")
+    rec.setdefault("group", group_id(config))
+    dataset = rec.get("dataset")
+    if not isinstance(dataset, dict):
+        rec["dataset"] = {"name": dataset or config.get("dataset", "")}
+    params = rec.get("params")
+    if isinstance(params, int):
+        rec["params"] = {"total": params, "trainable": params}
+    elif not isinstance(params, dict):
+        rec["params"] = {"total": None, "trainable": None}
+    rec["epochs"] = [e for e in rec.get("epochs") or [] if isinstance(e, dict) and "epoch" in e]
+    for key in ("resolved", "hardware"):
+        if not isinstance(rec.get(key), dict):
+            rec[key] = {}
+    if rec.get("final") is None and rec.get("status") in (None, FINISHED) and rec["epochs"]:
+        rec["final"] = final_metrics(rec)  # schema 0 kept its results only in the epochs
+    if "status" not in rec:
+        rec["status"] = FINISHED if rec.get("final") else "unknown"
+    rec["schema_version"] = SCHEMA_VERSION
+    return rec
+
+
+@dataclass
+class RunEntry:
+    """One run folder and its (upgraded) record."""
+
+    id: str
+    dir: Path
+    record: dict[str, Any]
+
+    @property
+    def status(self) -> str:
+        return str(self.record.get("status") or "unknown")
+
+
+def load_entry(run_dir: Path) -> RunEntry:
+    """The run in ``run_dir``, its record upgraded; RunDirError when it cannot be read."""
+    run_dir = Path(run_dir)
+    return RunEntry(run_dir.name, run_dir, upgrade_record(read_record(run_dir), run_dir))
+
+
+def _listing(root: Path, warn: Callable[[str], None] | None) -> list[RunEntry]:
+    """Every readable run under ``root``, oldest first; one bad folder must not hide the others."""
+    entries = []
     for path in (p for p in root.iterdir() if (p / RECORD).is_file()):
         try:
-            readable.append((path, read_record(path)))
-        except RunDirError:
-            continue
-    yield from sorted(readable, key=lambda item: start_key(*item))
+            entries.append(load_entry(path))
+        except RunDirError as err:
+            if warn is not None:
+                warn(f"skipping {err}")
+    return sorted(entries, key=lambda e: start_key(e.dir, e.record))
+
+
+def _warn(message: str) -> None:
+    print(f"warning: {message}", file=sys.stderr, flush=True)
+
+
+def iter_runs(runs_root: str | Path, warn: Callable[[str], None] | None = _warn) -> Iterator[tuple[Path, dict]]:
+    """Every readable run folder under ``runs_root`` and its upgraded record, oldest first
+    (by ``started_at``); an unreadable one is skipped with one line to ``warn`` (None: silently)."""
+    root = Path(runs_root)
+    if root.is_dir():
+        yield from ((e.dir, e.record) for e in _listing(root, warn))
+
+
+def select_runs(
+    runs_root: str | Path,
+    refs: Sequence[str] = (),
+    latest: int | None = None,
+    plugins: Sequence[str] = (),
+    warn: Callable[[str], None] | None = _warn,
+) -> list[RunEntry]:
+    """The runs ``refs`` name (ids, prefixes, paths, ``last``), else every run under
+    ``runs_root``; then only those of ``plugins`` (plugin or model names); then the ``latest``
+    N. Oldest first, each once. RunDirError when none is left, UsageError for ``latest`` < 1."""
+    root = Path(runs_root)
+    if latest is not None and latest <= 0:
+        from cifarfw.errors import UsageError
+
+        raise UsageError(f"--latest must be a positive integer, got {latest}")
+    if refs:
+        entries = [load_entry(find_run(root, ref)) for ref in refs]
+    else:
+        if not root.is_dir():
+            raise RunDirError(f"runs root {root} does not exist; pass --runs-root DIR or make runs with `cifarfw run`")
+        entries = _listing(root, warn)
+        if not entries:
+            raise RunDirError(f"no runs under {root}; make some with `cifarfw run --plugin NAME`")
+    if plugins:
+        wanted = set(plugins)
+        entries = [e for e in entries if e.record.get("plugin") in wanted or e.record.get("model") in wanted]
+        if not entries:
+            raise RunDirError(f"no runs of {', '.join(plugins)} under {root}; `cifarfw runs` lists them")
+    if latest is not None:
+        entries = sorted(entries, key=lambda e: start_key(e.dir, e.record))[-latest:]
+    unique: dict[Path, RunEntry] = {}
+    for entry in entries:  # a run named twice is one run
+        unique.setdefault(entry.dir.resolve(), entry)
+    return list(unique.values())
+
+
+def lock_alive(run_dir: Path) -> bool:
+    """Whether a live process holds the run folder's lock (a "running" run without one was killed)."""
+    owner = RunLock(run_dir)._owner()
+    return owner is not None and _alive(owner)
 
 
 def find_run(runs_root: str | Path, ref: str) -> Path:
@@ -247,7 +384,7 @@ def find_run(runs_root: str | Path, ref: str) -> Path:
     candidate = Path(ref)
     if (candidate / RECORD).is_file():
         return candidate
-    runs = [path for path, _ in iter_runs(runs_root)]
+    runs = [path for path, _ in iter_runs(runs_root, warn=None)]
     if ref == "last":
         if not runs:
             raise RunDirError(f"no runs under {runs_root}")

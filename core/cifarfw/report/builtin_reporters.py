@@ -1,4 +1,5 @@
-"""The reporters every run has: console progress, the run record, TensorBoard."""
+"""The reporters every run has: console progress and the run record (TensorBoard's is the
+``cifarfw-tensorboard`` plugin)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,6 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from cifarfw.hookspecs import hookimpl
-from cifarfw.report import METRIC_TAGS
 from cifarfw.runs import RECORD, now_iso, write_json
 
 if TYPE_CHECKING:
@@ -146,94 +146,3 @@ class RecordReporter:
             if result.extra:
                 run.record.setdefault("extra", {}).update(result.extra)
         self._save()
-
-
-class TensorBoardReporter:
-    """Writes the shared tags (``loss/train``, ``accuracy/test``, ...), the config as text,
-    the model summary and graph, sample predictions and the confusion matrix, and the
-    HParams plugin's session start/end; keeps the runs root's HParams experiment current."""
-
-    def __init__(self, run: Run) -> None:
-        from cifarfw.report.tbwriter import EventWriter
-
-        self.run = run
-        self.writer = EventWriter(run.dir)
-        self.session_started = False
-        self.restart_marked = False
-
-    def _start_session(self, run: Run) -> None:
-        """The session's hparams, once: after the model is built, when the trainer has
-        resolved the precision (else at the end, for a run that failed before)."""
-        if self.session_started:
-            return
-        from cifarfw.report import hparams
-
-        self.writer.summary_value(hparams.session_start(run.record))
-        self.session_started = True
-
-    @hookimpl
-    def on_run_start(self, run: Run) -> None:
-        from cifarfw.config import to_toml
-
-        self.writer.text("config", "```\n" + to_toml(run.config) + "\n```")
-        self.writer.flush()
-        if run.is_main:
-            self._refresh_experiment(run)
-
-    def _refresh_experiment(self, run: Run) -> None:
-        from cifarfw.errors import CifarfwError
-        from cifarfw.report import hparams
-
-        try:
-            hparams.write_experiment(run.dir.parent, extra=[hparams.hparams_of(run.record)])
-        except (OSError, CifarfwError) as err:  # the HParams table is a convenience: never fail the run for it
-            print(f"warning: could not update the HParams experiment in {run.dir.parent}: {err}", file=sys.stderr)
-
-    @hookimpl
-    def on_model_built(self, run: Run, summary: str, graph: Any) -> None:
-        if summary:
-            self.writer.text("model", "```\n" + summary + "\n```")
-        if graph is not None:
-            self.writer.graph(graph)
-        self._start_session(run)
-        self.writer.flush()
-
-    @hookimpl
-    def on_epoch_end(self, run: Run, epoch: int, metrics: dict[str, float]) -> None:
-        if not self.restart_marked and (run.resumed_from_epoch or run.resume_checkpoint is not None):
-            # A resumed run: TensorBoard drops the earlier files' events from this step on, so
-            # epochs trained again after a crash (or a checkpoint fallback) have no duplicates.
-            self.writer.restart(epoch)
-            self.restart_marked = True
-        for name, value in metrics.items():
-            self.writer.scalar(METRIC_TAGS.get(name, f"extra/{name}"), value, epoch)
-        self.writer.flush()
-
-    @hookimpl
-    def on_predictions(
-        self, run: Run, epoch: int, labels: np.ndarray, predictions: np.ndarray, images: np.ndarray
-    ) -> None:
-        from cifarfw.report import figures
-        from cifarfw.report.tbwriter import png_bytes
-
-        names = run.dataset.class_names
-        plt = figures._pyplot()
-        if len(images):
-            fig = figures.prediction_grid(images, labels[: len(images)], predictions[: len(images)], names)
-            self.writer.image("predictions", *png_bytes(fig), step=epoch)
-            plt.close(fig)
-        matrix = figures.confusion_matrix(labels, predictions, len(names))
-        fig = figures.confusion_figure(matrix, names, f"{run.model.name}, epoch {epoch}")
-        self.writer.image("confusion_matrix", *png_bytes(fig), step=epoch)
-        plt.close(fig)
-        self.writer.flush()
-
-    @hookimpl
-    def on_run_end(self, run: Run, status: str) -> None:
-        from cifarfw.report import hparams
-
-        self._start_session(run)
-        end = hparams.session_end(status)
-        if end is not None:
-            self.writer.summary_value(end)
-        self.writer.close()

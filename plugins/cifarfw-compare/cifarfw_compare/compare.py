@@ -1,53 +1,45 @@
 """The comparison table: one column per run group, the study's rows, mean ± std over seeds.
 
-Reads run records only (run.json, and for the HTML report predictions.npz). Runs that
-share ``record["group"]`` (same config, other seed) are one column; every metric is
-``mean ± std (n=...)`` over the finished runs of the group. A run that did not finish
-(running, failed, interrupted, nan) gets a column of its own showing its status and its
-last epoch, never averaged in. Columns that differ in data, augmentation, epochs, batch
-size or precision are flagged as not directly comparable, saying which.
+Reads run records only, through :mod:`cifarfw.runs` (run.json; for the HTML report also
+predictions.npz). Runs that share ``record["group"]`` (same config, other seed) are one
+column; every metric is ``mean ± std (n=...)`` over the finished runs of the group. A run
+that did not finish (running, failed, interrupted, nan) gets a column of its own showing
+its status and its last epoch, never averaged in. Columns that differ in data,
+augmentation, epochs, batch size or precision are flagged as not directly comparable,
+saying which.
 
 One :class:`Comparison` feeds every format (markdown, csv, json here; html in
-:mod:`cifarfw.report.html`), so they carry the same content.
-
-Run records: schema 1 is current. Schema 0 (records written before ``schema_version``
-existed) is upgraded on reading: a missing group is derived from the config, a dataset
-given as a plain name becomes ``{"name": ...}``, a params count becomes
-``{"total": n, "trainable": n}``, missing results are taken from the last epoch. A
-record of a newer schema is refused with a message saying to upgrade cifarfw.
+:mod:`cifarfw_compare.html`), so they carry the same content. The study's published
+figures are the data file ``study.toml`` beside this module.
 """
 
 from __future__ import annotations
 
 import csv
-import hashlib
 import io
 import json
 import math
 import statistics
-import sys
+import tomllib
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import cache
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from cifarfw.errors import RunDirError
-from cifarfw.report.hparams import augmentation_summary
-from cifarfw.runs import RECORD, SCHEMA_VERSION, RunLock, _alive, find_run, read_record, start_key
+from cifarfw.metrics import BY_NAME, COMPARISON_ROWS
+from cifarfw.report import augmentation_summary
+from cifarfw.runs import FINISHED, GROUP_IGNORED, RunEntry, final_metrics, lock_alive
 
-FINISHED = "finished"
-
-# (key, label) of every row, in order; the study's rows first.
+# (key, label) of every row, in order; the study's rows first. Metric rows come from the
+# registry of metric names (cifarfw.metrics), in its order.
 ROWS: tuple[tuple[str, str], ...] = (
     ("model", "Model"),
     ("plugin", "Plugin"),
     ("framework", "Framework"),
     ("status", "Status"),
-    ("train_acc", "Training accuracy"),
-    ("test_acc", "Testing accuracy"),
-    ("train_loss", "Training loss"),
-    ("test_loss", "Testing loss"),
-    ("train_seconds", "Training time (s)"),
+    *((name, BY_NAME[name].label) for name in COMPARISON_ROWS),
     ("params_total", "Parameters (total)"),
     ("params_trainable", "Parameters (trainable)"),
     ("epochs", "Epochs"),
@@ -64,7 +56,6 @@ ROWS: tuple[tuple[str, str], ...] = (
     ("comparable", "Directly comparable"),
     ("runs", "Runs"),
 )
-METRIC_ROWS = ("train_acc", "test_acc", "train_loss", "test_loss", "train_seconds")
 # The settings that make two columns not directly comparable when they differ.
 COMPARABILITY = (
     ("dataset", "data"),
@@ -74,200 +65,12 @@ COMPARABILITY = (
     ("precision", "precision"),
 )
 
-# The study's published figures ("Last Comparison", ../shared/MISSION.md), as printed.
-STUDY_COLUMNS: tuple[dict[str, str], ...] = (
-    {
-        "key": "study:torch-cnn",
-        "label": "Study: PyTorch CNN",
-        "model": "Model 1, PyTorch CNN",
-        "plugin": "torch-cnn",
-        "framework": "torch",
-        "train_acc": "82.86%",
-        "test_acc": "80.64%",
-        "train_loss": "0.4829",
-        "test_loss": "0.5722",
-        "train_seconds": "663.81",
-        "params_total": "350,342",
-        "params_trainable": "350,342",
-        "epochs": "20",
-        "batch_size": "64",
-        "lr": "0.01",
-        "optimizer": "adam",
-        "augmentation": "crop, flip, brightness 20%",
-    },
-    {
-        "key": "study:keras-cnn",
-        "label": "Study: Keras CNN",
-        "model": "Model 2, Keras CNN",
-        "plugin": "keras-cnn",
-        "framework": "keras",
-        "train_acc": "90.43%",
-        "test_acc": "70.92%",
-        "train_loss": "0.2692",
-        "test_loss": "1.2214",
-        "train_seconds": "84",
-        "params_total": "224,842",
-        "params_trainable": "224,842",
-        "epochs": "20",
-        "batch_size": "32",
-        "lr": "0.01 (default)",
-        "optimizer": "adam",
-        "augmentation": "none",
-    },
-    {
-        "key": "study:alexnet",
-        "label": "Study: AlexNet fine-tuned",
-        "model": "Model 3, AlexNet (ImageNet weights)",
-        "plugin": "alexnet",
-        "framework": "torch",
-        "train_acc": "95.97%",
-        "test_acc": "83.49%",
-        "train_loss": "0.1290",
-        "test_loss": "0.5556",
-        "train_seconds": "740",
-        "params_total": "60M",
-        "params_trainable": "4,211,082",
-        "epochs": "10",
-        "batch_size": "64",
-        "lr": "0.01",
-        "optimizer": "adam",
-        "augmentation": "crop, flip, brightness 20% (resized to 224)",
-    },
-)
-_STUDY_COMMON = {
-    "status": "published (study)",
-    "accelerator": "Tesla P100-PCIE-16GB",
-    "dataset": "cifar10 (50,000 train / 10,000 test)",
-    "official": "yes",
-    "precision": "fp32",
-    "recipe": "study",
-    "seeds": "1",
-    "comparable": "reference (study)",
-    "runs": "-",
-}
-STUDY_NOTES = (
-    "Study columns are the study's published figures as printed (Tesla P100); its code gives other parameter "
-    "counts: PyTorch CNN 350,366, Keras CNN 126,730; the Keras learning rate it called 0.01 (default) is "
-    "Keras's default 0.001.",
-)
 
-
-# --- reading run records ----------------------------------------------------------------
-
-
-@dataclass
-class RunEntry:
-    """One run folder and its (upgraded) record."""
-
-    id: str
-    dir: Path
-    record: dict[str, Any]
-
-    @property
-    def status(self) -> str:
-        return str(self.record.get("status") or "unknown")
-
-
-def group_of(config: Mapping[str, Any]) -> str:
-    """The group of a config without one recorded: what runner.group_id computes (runs that
-    differ only in seed, name, runs root or device share it)."""
-    values = {k: v for k, v in config.items() if k not in ("seed", "seeds", "name", "runs_root", "device")}
-    return hashlib.sha1(json.dumps(values, sort_keys=True, default=str).encode()).hexdigest()[:12]
-
-
-def upgrade_record(record: Any, where: Path | str) -> dict[str, Any]:
-    """A run record of any readable schema, as schema 1; RunDirError when it cannot be read."""
-    if not isinstance(record, dict) or not isinstance(record.get("config"), dict):
-        raise RunDirError(f"{where}: {RECORD} is not a cifarfw run record (no config)")
-    version = record.get("schema_version", 0)
-    if not isinstance(version, int) or version > SCHEMA_VERSION:
-        raise RunDirError(
-            f"{where}: run record schema {version!r} is newer than this cifarfw reads ({SCHEMA_VERSION}); "
-            "upgrade cifarfw to compare it"
-        )
-    rec = dict(record)
-    config = rec["config"]
-    rec.setdefault("plugin", config.get("plugin", ""))
-    rec.setdefault("model", config.get("model", ""))
-    rec.setdefault("framework", "")
-    rec.setdefault("recipe", config.get("recipe", ""))
-    rec.setdefault("seed", config.get("seed", 0))
-    rec.setdefault("group", group_of(config))
-    dataset = rec.get("dataset")
-    if not isinstance(dataset, dict):
-        rec["dataset"] = {"name": dataset or config.get("dataset", "")}
-    params = rec.get("params")
-    if isinstance(params, int):
-        rec["params"] = {"total": params, "trainable": params}
-    elif not isinstance(params, dict):
-        rec["params"] = {"total": None, "trainable": None}
-    rec["epochs"] = [e for e in rec.get("epochs") or [] if isinstance(e, dict) and "epoch" in e]
-    if not isinstance(rec.get("resolved"), dict):
-        rec["resolved"] = {}
-    if not isinstance(rec.get("hardware"), dict):
-        rec["hardware"] = {}
-    if rec.get("final") is None and rec.get("status") in (None, FINISHED) and rec["epochs"]:
-        last = rec["epochs"][-1]
-        rec["final"] = {
-            **{k: v for k, v in last.items() if k != "epoch"},
-            "train_seconds": sum(float(e.get("seconds", 0.0)) for e in rec["epochs"]),
-        }
-    if "status" not in rec:
-        rec["status"] = FINISHED if rec.get("final") else "unknown"
-    rec["schema_version"] = SCHEMA_VERSION
-    return rec
-
-
-def load_entry(run_dir: Path) -> RunEntry:
-    return RunEntry(run_dir.name, run_dir, upgrade_record(read_record(run_dir), run_dir))
-
-
-def select_runs(
-    runs_root: str | Path,
-    refs: Sequence[str] = (),
-    latest: int | None = None,
-    plugins: Sequence[str] = (),
-    warn: Callable[[str], None] | None = None,
-) -> list[RunEntry]:
-    """The runs to compare: those ``refs`` name (ids, prefixes, paths, ``last``), else every
-    run under ``runs_root``; then only those of ``plugins``; then the ``latest`` N."""
-    root = Path(runs_root)
-    if refs:
-        entries = [load_entry(find_run(root, ref)) for ref in refs]
-    else:
-        if not root.is_dir():
-            raise RunDirError(f"runs root {root} does not exist; pass --runs-root DIR or make runs with `cifarfw run`")
-        entries = []
-        for path in (p for p in root.iterdir() if (p / RECORD).is_file()):
-            try:
-                entries.append(load_entry(path))
-            except RunDirError as err:  # one unreadable record must not hide the others
-                (warn or _warn)(f"skipping {err}")
-        entries.sort(key=lambda e: start_key(e.dir, e.record))  # oldest first
-        if not entries:
-            raise RunDirError(f"no runs under {root}; make some with `cifarfw run --plugin NAME`")
-    if plugins:
-        wanted = set(plugins)
-        entries = [e for e in entries if e.record.get("plugin") in wanted or e.record.get("model") in wanted]
-        if not entries:
-            raise RunDirError(f"no runs of {', '.join(plugins)} under {root}; `cifarfw runs` lists them")
-    if latest is not None:
-        if latest <= 0:
-            from cifarfw.errors import UsageError
-
-            raise UsageError(f"--latest must be a positive integer, got {latest}")
-        entries = sorted(entries, key=lambda e: start_key(e.dir, e.record))[-latest:]
-    seen: set[Path] = set()
-    unique = []
-    for entry in entries:  # a run named twice is one run
-        if entry.dir.resolve() not in seen:
-            seen.add(entry.dir.resolve())
-            unique.append(entry)
-    return unique
-
-
-def _warn(message: str) -> None:
-    print(f"warning: {message}", file=sys.stderr, flush=True)
+@cache
+def study() -> dict[str, Any]:
+    """The study's published figures (``study.toml``): ``common`` cells, ``column`` tables
+    (``key``, ``label`` and cells by row key) and ``notes``."""
+    return tomllib.loads(resources.files(__package__).joinpath("study.toml").read_text(encoding="utf-8"))
 
 
 # --- the table --------------------------------------------------------------------------
@@ -315,36 +118,19 @@ def mean_std(values: Sequence[float]) -> dict[str, float | int | None]:
     }
 
 
-def format_stat(key: str, stat: Mapping[str, Any]) -> str:
-    """``82.86 ± 0.31% (n=2)``; one value: ``82.86% (n=1)``."""
+def format_stat(name: str, stat: Mapping[str, Any]) -> str:
+    """Metric ``name``'s statistic in the registry's format: ``82.86 ± 0.31% (n=2)``; one
+    value: ``82.86% (n=1)``."""
     mean, std, n = stat.get("mean"), stat.get("std"), stat.get("n", 0)
     if mean is None or n == 0:
         return "-"
     if not math.isfinite(mean):
         return f"{mean} (n={n})"
-    if key.endswith("_acc"):
-        scale, digits, unit = 100.0, 2, "%"
-    elif key == "train_seconds":
-        scale, digits, unit = 1.0, 2, ""
-    else:
-        scale, digits, unit = 1.0, 4, ""
-    if std is None:
-        return f"{mean * scale:.{digits}f}{unit} (n={n})"
-    return f"{mean * scale:.{digits}f} ± {std * scale:.{digits}f}{unit} (n={n})"
-
-
-def _final_metrics(record: Mapping[str, Any]) -> dict[str, float]:
-    final = dict(record.get("final") or {})
-    epochs = record.get("epochs") or []
-    last = epochs[-1] if epochs else {}
-    out = {}
-    for key in METRIC_ROWS:
-        value = final.get(key, last.get(key) if key != "train_seconds" else None)
-        if key == "train_seconds" and value is None and epochs:
-            value = sum(float(e.get("seconds", 0.0)) for e in epochs)
-        if isinstance(value, int | float):
-            out[key] = float(value)
-    return out
+    text = BY_NAME[name].format(mean)
+    if std is not None:
+        unit = "%" if text.endswith("%") else ""  # once, after the std: 82.86 ± 0.31%
+        text = f"{text.removesuffix(unit)} ± {BY_NAME[name].format(std)}"
+    return f"{text} (n={n})"
 
 
 def _join_unique(values: Iterable[Any]) -> str:
@@ -425,8 +211,7 @@ def _status_cell(entry: RunEntry) -> str:
     done = len(record.get("epochs") or [])
     planned = (record.get("config") or {}).get("epochs", "?")
     if status == "running":
-        owner = RunLock(entry.dir)._owner()  # the pid in the run's .lock, if any
-        alive = owner is not None and _alive(owner)
+        alive = lock_alive(entry.dir)
         return f"running (epoch {done} of {planned})" + ("" if alive else "; no live process, probably killed")
     if status == "failed" and record.get("error"):
         return f"failed: {record['error']}".splitlines()[0][:160]
@@ -458,9 +243,10 @@ def _disambiguate(columns: list[Column]) -> None:
         if len(same) < 2:
             continue
         flats = [_flatten(c.runs[0].record.get("config") or {}) for c in same]
-        ignore = {"seed", "seeds", "name", "runs_root", "device"}
         differing = [
-            k for k in flats[0] if k not in ignore and len({json.dumps(f.get(k), default=str) for f in flats}) > 1
+            k
+            for k in flats[0]
+            if k not in GROUP_IGNORED and len({json.dumps(f.get(k), default=str) for f in flats}) > 1
         ]
         for column, flat in zip(same, flats, strict=True):
             extra = ", ".join(f"{k}={flat.get(k)}" for k in differing[:2]) or column.group
@@ -494,10 +280,11 @@ def build(entries: Sequence[RunEntry], with_study: bool = False, runs_root: str 
     if any(c.kind == "runs" and c.status != FINISHED for c in columns):
         notes.append("Runs that did not finish are shown alone with their status and last epoch, never averaged.")
     if with_study:
-        for study in STUDY_COLUMNS:
-            cells = {**_STUDY_COMMON, **{k: v for k, v in study.items() if k not in ("key", "label")}}
-            columns.append(Column(study["key"], study["label"], "study", "published", cells=cells))
-        notes.extend(STUDY_NOTES)
+        published = study()
+        for column in published["column"]:
+            cells = {**published["common"], **{k: v for k, v in column.items() if k not in ("key", "label")}}
+            columns.append(Column(column["key"], column["label"], "study", "published", cells=cells))
+        notes.extend(published["notes"])
     return Comparison(columns, notes, str(runs_root))
 
 
@@ -505,11 +292,10 @@ def _group_column(group: str, finished: list[RunEntry], members: int) -> Column:
     records = [e.record for e in finished]
     settings = _settings(records)
     stats = {}
-    metrics = [_final_metrics(r) for r in records]
-    for key in METRIC_ROWS:
-        stats[key] = mean_std([m[key] for m in metrics if key in m])
+    metrics = [final_metrics(r) for r in records]
     cells = dict(settings)
-    for key in METRIC_ROWS:
+    for key in COMPARISON_ROWS:
+        stats[key] = mean_std([m[key] for m in metrics if key in m])
         cells[key] = format_stat(key, stats[key])
     other = members - len(finished)
     cells["status"] = FINISHED + (f" ({other} unfinished run{'s' * (other > 1)} shown apart)" if other else "")
@@ -523,10 +309,10 @@ def _unfinished_column(entry: RunEntry) -> Column:
     settings = _settings([entry.record])
     cells = dict(settings)
     epochs = entry.record.get("epochs") or []
-    last = epochs[-1] if epochs else {}
+    last = final_metrics(entry.record)  # its last epoch: an unfinished run has no final metrics
     stats = {}
-    for key in METRIC_ROWS:
-        value = last.get(key) if key != "train_seconds" else (sum(e.get("seconds", 0.0) for e in epochs) or None)
+    for key in COMPARISON_ROWS:
+        value = last.get(key)
         stats[key] = {"mean": value, "std": None, "n": 1 if value is not None else 0}
         cells[key] = "-" if value is None else format_stat(key, stats[key]).replace("(n=1)", f"(epoch {len(epochs)})")
     cells["status"] = _status_cell(entry)
@@ -629,11 +415,3 @@ def to_json(table: Comparison) -> str:
 
 
 FORMATS: dict[str, Callable[[Comparison], str]] = {"md": to_markdown, "csv": to_csv, "json": to_json}
-
-
-def render(table: Comparison, fmt: str) -> str:
-    if fmt == "html":
-        from cifarfw.report.html import to_html
-
-        return to_html(table)
-    return FORMATS[fmt](table)

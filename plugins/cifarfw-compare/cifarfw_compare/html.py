@@ -5,6 +5,8 @@ figures inlined as base64 PNG: training and test curves of every column overlaid
 over seeds, shaded ± std), and per column the confusion matrix (pooled over seeds), the
 per-class test accuracy (mean ± std over seeds) and a grid of sample test predictions
 captioned "True: x, Pred: y" with wrong ones in red. No scripts, no external URLs.
+The figures are the TensorBoard plugin's (:mod:`cifarfw_tensorboard.figures`), so both
+show the same pictures.
 """
 
 from __future__ import annotations
@@ -16,8 +18,9 @@ from typing import Any
 
 import numpy as np
 
-from cifarfw.report import figures
-from cifarfw.report.compare import LEGEND, Column, Comparison, RunEntry, rows_of
+from cifarfw.runs import RunEntry
+from cifarfw_compare.compare import LEGEND, Column, Comparison, rows_of
+from cifarfw_tensorboard import figures
 
 _STYLE = """
 body { font-family: system-ui, sans-serif; margin: 1.5rem; color: #222; }
@@ -34,10 +37,8 @@ img { max-width: 100%; height: auto; }
 
 
 def _png(fig: Any) -> str:
-    from cifarfw.report.tbwriter import png_bytes
-
-    data, _, _ = png_bytes(fig)
-    figures._pyplot().close(fig)
+    data, _, _ = figures.png_bytes(fig)
+    figures.pyplot().close(fig)
     return "data:image/png;base64," + base64.b64encode(data).decode("ascii")
 
 
@@ -80,7 +81,7 @@ def load_predictions(entry: RunEntry) -> dict[str, np.ndarray] | None:
 
 def _curves(columns: Sequence[Column]) -> str | None:
     """Loss and accuracy against epoch, every column overlaid (train solid, test dashed)."""
-    plt = figures._pyplot()
+    plt = figures.pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.2), dpi=80)
     drawn = False
     for index, column in enumerate(columns):
@@ -119,7 +120,7 @@ def _curves(columns: Sequence[Column]) -> str | None:
 
 def _per_class_figure(accuracies: np.ndarray, names: Sequence[str], title: str) -> Any:
     """Bars of per-class test accuracy: mean over seeds, error bars ± std."""
-    plt = figures._pyplot()
+    plt = figures.pyplot()
     fig, ax = plt.subplots(figsize=(6, 3.6), dpi=80)
     mean = accuracies.mean(axis=0) * 100
     std = accuracies.std(axis=0, ddof=1) * 100 if len(accuracies) > 1 else None

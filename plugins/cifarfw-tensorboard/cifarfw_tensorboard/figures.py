@@ -1,4 +1,5 @@
-"""Figures shared by TensorBoard and the HTML report: prediction grids, confusion matrices.
+"""Figures of TensorBoard's image tabs, which the comparison's HTML report shows too:
+prediction grids and confusion matrices, rendered to PNG.
 
 matplotlib (Agg, no display) draws them; imported only when a figure is made.
 """
@@ -11,7 +12,8 @@ from typing import Any
 import numpy as np
 
 
-def _pyplot() -> Any:
+def pyplot() -> Any:
+    """matplotlib's pyplot on the Agg backend (no display)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -28,7 +30,7 @@ def prediction_grid(
     columns: int = 8,
 ) -> Any:
     """A grid of test images captioned ``True: cat, Pred: dog``; wrong ones in red."""
-    plt = _pyplot()
+    plt = pyplot()
     count = len(images)
     rows = max(1, -(-count // columns))
     fig, axes = plt.subplots(rows, columns, figsize=(columns * 1.6, rows * 1.8), dpi=80, squeeze=False)
@@ -51,7 +53,7 @@ def confusion_matrix(labels: np.ndarray, predictions: np.ndarray, num_classes: i
 
 def confusion_figure(matrix: np.ndarray, class_names: Sequence[str], title: str = "") -> Any:
     """The confusion matrix as a heat map, rows normalised, counts written in the cells."""
-    plt = _pyplot()
+    plt = pyplot()
     totals = matrix.sum(axis=1, keepdims=True).clip(min=1)
     fig, ax = plt.subplots(figsize=(6, 5.2), dpi=80)
     ax.imshow(matrix / totals, cmap="Blues", vmin=0, vmax=1)
@@ -70,3 +72,13 @@ def confusion_figure(matrix: np.ndarray, class_names: Sequence[str], title: str 
         ax.set_title(title)
     fig.tight_layout()
     return fig
+
+
+def png_bytes(figure: Any) -> tuple[bytes, int, int]:
+    """Render a matplotlib figure to PNG; returns (bytes, height, width)."""
+    import io
+
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=figure.dpi)
+    width, height = figure.canvas.get_width_height()
+    return buffer.getvalue(), height, width

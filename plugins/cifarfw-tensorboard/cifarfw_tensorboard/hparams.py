@@ -29,14 +29,16 @@ from tensorboard.compat.proto import event_pb2, summary_pb2
 from tensorboard.plugins.hparams import api_pb2, metadata, plugin_data_pb2
 from tensorboard.summary.writer.record_writer import RecordWriter
 
-from cifarfw.report import METRIC_TAGS
+from cifarfw.metrics import tag_of
+from cifarfw.report import augmentation_summary
+from cifarfw.runs import atomic_write, iter_runs
 
 # The shared metrics every session reports (tags written by TensorBoardReporter).
 METRICS: tuple[tuple[str, str, int], ...] = (
-    (METRIC_TAGS["test_acc"], "test accuracy", api_pb2.DATASET_VALIDATION),
-    (METRIC_TAGS["train_acc"], "training accuracy", api_pb2.DATASET_TRAINING),
-    (METRIC_TAGS["test_loss"], "test loss", api_pb2.DATASET_VALIDATION),
-    (METRIC_TAGS["train_loss"], "training loss", api_pb2.DATASET_TRAINING),
+    (tag_of("test_acc"), "test accuracy", api_pb2.DATASET_VALIDATION),
+    (tag_of("train_acc"), "training accuracy", api_pb2.DATASET_TRAINING),
+    (tag_of("test_loss"), "test loss", api_pb2.DATASET_VALIDATION),
+    (tag_of("train_loss"), "training loss", api_pb2.DATASET_TRAINING),
 )
 EXPERIMENT_FILE_TAG = "cifarfw-hparams"  # part of the experiment event file's name
 
@@ -47,20 +49,6 @@ _END_STATUS = {
     "failed": api_pb2.STATUS_FAILURE,
     "nan": api_pb2.STATUS_FAILURE,
 }
-
-
-def augmentation_summary(augment: Mapping[str, Any] | None) -> str:
-    """``{"crop_padding": 4, "flip": True, "brightness": 0.2}`` -> ``crop (pad 4), flip, brightness 20%``."""
-    if not augment:
-        return "none"
-    parts = []
-    if augment.get("crop_padding"):
-        parts.append(f"crop (pad {augment['crop_padding']})")
-    if augment.get("flip"):
-        parts.append("flip")
-    if augment.get("brightness"):
-        parts.append(f"brightness {100 * float(augment['brightness']):g}%")
-    return ", ".join(parts) or "none"
 
 
 def hparams_of(record: Mapping[str, Any]) -> dict[str, str | float | bool]:
@@ -154,8 +142,6 @@ def write_experiment(runs_root: str | Path, extra: Iterable[Mapping[str, Any]] =
     """Write (or keep, when unchanged) the experiment summary at the top of ``runs_root``,
     from every run record there plus ``extra`` hparams (a run whose record is not yet on disk).
     Returns the event file's path."""
-    from cifarfw.runs import atomic_write, iter_runs
-
     root = Path(runs_root)
     everything = [hparams_of(record) for _, record in iter_runs(root)] + list(extra)
     data = plugin_data_pb2.HParamsPluginData(experiment=experiment(everything))

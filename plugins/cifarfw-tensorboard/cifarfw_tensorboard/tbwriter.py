@@ -82,13 +82,3 @@ def _pid() -> int:
     import os
 
     return os.getpid()
-
-
-def png_bytes(figure: Any) -> tuple[bytes, int, int]:
-    """Render a matplotlib figure to PNG; returns (bytes, height, width)."""
-    import io
-
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=figure.dpi)
-    width, height = figure.canvas.get_width_height()
-    return buffer.getvalue(), height, width

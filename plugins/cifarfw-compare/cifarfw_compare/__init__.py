@@ -1,0 +1,1 @@
+"""cifarfw's comparison of runs, shipped as a plugin (entry point ``compare``)."""

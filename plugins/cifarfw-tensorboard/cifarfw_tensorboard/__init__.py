@@ -1,0 +1,1 @@
+"""cifarfw's TensorBoard reporter, shipped as a plugin (entry point ``tensorboard``)."""
