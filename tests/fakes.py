@@ -123,7 +123,16 @@ class FakeModelPlugin:
 
     @hookimpl
     def register_trainers(self, register):  # type: ignore[no-untyped-def]
-        register(TrainerSpec("numpy", "numpy", NumpyTrainer, description="fake numpy trainer"))
+        register(
+            TrainerSpec(
+                "numpy",
+                "numpy",
+                NumpyTrainer,
+                description="fake numpy trainer",
+                optimizers=("adam", "adamw", "sgd"),  # its vocabulary: config validation asks it
+                schedules=("constant", "step", "cosine", "onecycle"),
+            )
+        )
 
     @hookimpl
     def register_models(self, register):  # type: ignore[no-untyped-def]

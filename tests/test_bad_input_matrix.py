@@ -66,7 +66,7 @@ def _cases():
         ("unknown-plugin", ["--plugin", "torhc-cnn"], 2, "unknown plugin"),
         ("unknown-model", ["--model", "resnet"], 2, "has no model 'resnet'"),
         ("unknown-recipe", ["--recipe", "fastest"], 2, "no recipe 'fastest'"),
-        ("bad-optimizer", ["--optimizer", "rmsprop"], 2, "Invalid value for '--optimizer'"),
+        ("bad-optimizer", ["--optimizer", "adagrad"], 2, "no optimizer 'adagrad'"),
         ("zero-epochs", ["--epochs", "0"], 2, "epochs must be a positive integer"),
         ("negative-batch", ["--batch-size", "-8"], 2, "batch_size must be a positive integer"),
         ("negative-lr", ["--lr", "-1"], 2, "lr must be a positive number"),

@@ -55,12 +55,15 @@ def test_config_file_and_flags(fake_cli, tmp_path):
 
 def test_models_lists_recipes_and_options(fake_cli):
     code, out, _ = fake_cli("models")
-    assert (
-        code == 0
-        and "softmax (fake, numpy, 32x32)" in out
-        and "recipes: quick" in out
-        and "--width [narrow|wide]" in out
-    )
+    assert code == 0
+    assert "fake (1 model):\n  softmax (numpy, 32x32): " in out  # grouped by plugin
+    assert "recipes: quick" in out and "--width [narrow|wide]" in out
+    code, out, _ = fake_cli("models", "--plugin", "fake", "--filter", "soft*", "--json")
+    assert code == 0 and [(r["plugin"], r["model"]) for r in json.loads(out)] == [("fake", "softmax")]
+    code, out, _ = fake_cli("models", "--filter", "resnet*")
+    assert code == 0 and "no models match" in out
+    code, _, err = fake_cli("models", "--plugin", "fak")
+    assert_one_line_error(code, err, "unknown plugin 'fak'", "did you mean 'fake'")
 
 
 def test_unknown_command_suggests(fake_cli):
@@ -70,7 +73,7 @@ def test_unknown_command_suggests(fake_cli):
 
 BAD_RUNS = [
     (("--plugin", "fkae"), "unknown plugin 'fkae'", 2),
-    (("--optimizer", "adagrad"), "Invalid value for '--optimizer'", 2),
+    (("--optimizer", "adagrad"), "the numpy trainer has no optimizer 'adagrad'", 2),
     (("--precision", "fp8"), "Invalid value for '--precision'", 2),
     (("--width", "huge"), "--width must be one of narrow, wide", 2),
     (("--epochs", "0"), "epochs must be a positive integer, got 0", 2),

@@ -6,18 +6,19 @@ docs/exit-codes.md; set CIFARFW_DEBUG=1 to see tracebacks of internal errors.
 
 from __future__ import annotations
 
-import contextlib
+import dataclasses
 import json
 import os
 import sys
-from collections.abc import Iterator
 from typing import Any
 
 import click
 
-from cifarfw import __version__
-from cifarfw.config import OPTIMIZERS, PRECISIONS, SCHEDULES
+from cifarfw import __version__, session
+from cifarfw import config as config_mod
+from cifarfw.config import RunConfig
 from cifarfw.errors import CifarfwError, UsageError
+from cifarfw.metrics import BY_NAME
 
 RUN_HELP = """Train a model plugin's model, e.g. `cifarfw run --plugin torch-cnn`.
 
@@ -102,36 +103,66 @@ def cli(disable_plugin: tuple[str, ...], strict_plugins: bool) -> None:
 
 # --- run -------------------------------------------------------------------------------
 
-_FLAG_KEYS = {
-    "dataset": "dataset",
-    "data_dir": "data_dir",
-    "data_checksums": "data_checksums",
-    "epochs": "epochs",
-    "batch_size": "batch_size",
-    "lr": "lr",
-    "optimizer": "optimizer",
-    "schedule": "schedule",
-    "weight_decay": "weight_decay",
-    "momentum": "momentum",
-    "label_smoothing": "label_smoothing",
-    "seed": "seed",
-    "seeds": "seeds",
-    "device": "device",
-    "precision": "precision",
-    "recipe": "recipe",
-    "runs_root": "runs_root",
-    "name": "name",
-    "train_limit": "train_limit",
-    "test_limit": "test_limit",
-    "deterministic": "deterministic",
-    "compile": "compile",
-    "channels_last": "channels_last",
-    "tta": "tta",
-    "feature_cache": "feature_cache",
-}
+_NOT_CONFIG = (
+    "plugin",
+    "model",
+    "config_file",
+    "sets",
+    "dry_run",
+    "nproc_per_node",
+    "nnodes",
+    "rdzv_endpoint",
+    "resume",
+)
+
+
+def _config_options(host: Any) -> list[click.Option]:
+    """One flag per RunConfig field that has help in its metadata (cifarfw.config.setting)."""
+    options = []
+    for f in dataclasses.fields(RunConfig):
+        meta = f.metadata
+        if not meta.get("help"):
+            continue
+        flag = meta.get("flag") or "--" + f.name.replace("_", "-")
+        names = [flag, *([meta["short"]] if meta.get("short") else []), f.name]
+        help_text = meta["help"]
+        if meta.get("vocabulary"):
+            offered = {fw: getattr(t, meta["vocabulary"]) for fw, t in host.trainers.items()}
+            help_text += " " + "; ".join(f"{', '.join(v)} ({fw})" for fw, v in sorted(offered.items()) if v)
+        if f.type == "bool" and meta.get("flag"):  # a lone --no-X flag
+            options.append(click.Option(names, is_flag=True, flag_value=not f.default, default=None, help=help_text))
+        elif f.type == "bool":
+            options.append(click.Option([f"{flag}/--no-{flag[2:]}", f.name], default=None, help=help_text))
+        else:
+            kind = click.Choice(meta["choices"]) if meta.get("choices") else {"int": int, "float": float}.get(f.type)
+            options.append(click.Option(names, type=kind, metavar=meta.get("metavar") or None, help=help_text))
+    return options
+
+
+def _model_options(host: Any, taken: set[str]) -> list[click.Option]:
+    """The options model plugins declare (--weights, --freeze, ...); models that share a
+    flag share one option whose help gives each model's meaning and choices."""
+    declared: dict[str, list[tuple[str, Any]]] = {}
+    owners = [(spec.name, spec.options) for spec in host.models.values()]
+    owners += [(f"{ns}/*", provider.options) for ns, provider in host.providers.items()]
+    for owner, options in owners:
+        for option in options:
+            declared.setdefault(option.name, []).append((owner, option))
+    params = []
+    for name, uses in declared.items():
+        flag = "--" + name.replace("_", "-")
+        if flag in taken:
+            continue
+        helps = []
+        for owner, option in uses:
+            choices = f" ({'|'.join(map(str, option.choices))})" if option.choices else ""
+            helps.append(f"[{owner}] {option.help}{choices}")
+        params.append(click.Option([flag, f"model_option__{name}"], metavar=name.upper(), help=" / ".join(helps)))
+    return params
 
 
 def _run_command(host: Any) -> click.Command:
+    host.collect()
     params: list[click.Parameter] = [
         click.Option(
             ["--plugin", "-p"],
@@ -140,7 +171,6 @@ def _run_command(host: Any) -> click.Command:
             help="Model plugin to run (repeat to run several in turn).",
         ),
         click.Option(["--model", "-m"], metavar="NAME", help="Model of the plugin (default: its first)."),
-        click.Option(["--recipe", "-r"], metavar="NAME", help="The model's recipe (default: its default recipe)."),
         click.Option(
             ["--config", "config_file"], metavar="FILE.toml", help="TOML file of settings (keys as in config.toml)."
         ),
@@ -150,52 +180,13 @@ def _run_command(host: Any) -> click.Command:
             metavar="KEY=VALUE",
             help="Any setting, e.g. --set augment.flip=false (repeatable).",
         ),
-        click.Option(["--dataset"], metavar="NAME", help="Dataset: cifar10 (default), synthetic, or a plugin's."),
-        click.Option(
-            ["--data-dir"],
-            metavar="DIR",
-            help="Folder holding cifar-10-batches-py (else CIFARFW_DATA_DIR, the cache, a download).",
-        ),
-        click.Option(
-            ["--data-checksums"], metavar="FILE", help="Accept a local copy whose files match this md5sum-format file."
-        ),
-        click.Option(
-            ["--no-verify-data", "no_verify_data"],
-            is_flag=True,
-            default=None,
-            help="Use data without checking checksums (warns).",
-        ),
-        click.Option(["--train-limit"], type=int, metavar="N", help="Train on a class-balanced subset of N images."),
-        click.Option(["--test-limit"], type=int, metavar="N", help="Test on a class-balanced subset of N images."),
-        click.Option(["--epochs", "-e"], type=int, metavar="N", help="Training epochs (> 0)."),
-        click.Option(["--batch-size", "-b"], type=int, metavar="N", help="Batch size (> 0)."),
-        click.Option(["--lr"], type=float, metavar="LR", help="Learning rate (peak rate for one-cycle) (> 0)."),
-        click.Option(["--optimizer"], type=click.Choice(OPTIMIZERS), help="Optimizer."),
-        click.Option(["--schedule"], type=click.Choice(SCHEDULES), help="Learning-rate schedule."),
-        click.Option(["--weight-decay"], type=float, metavar="WD", help="Weight decay (>= 0)."),
-        click.Option(["--momentum"], type=float, metavar="M", help="SGD momentum in [0, 1)."),
-        click.Option(["--label-smoothing"], type=float, metavar="S", help="Label smoothing in [0, 1)."),
-        click.Option(["--seed"], type=int, metavar="N", help="Random seed (>= 0)."),
-        click.Option(["--seeds"], type=int, metavar="N", help="Run N seeds (seed, seed+1, ...) and group them."),
-        click.Option(["--device"], metavar="auto|cpu|cuda[:N]", help="Where to train (default auto)."),
-        click.Option(["--precision"], type=click.Choice(PRECISIONS), help="fp32, bf16 (autocast), fp16 (AMP) or auto."),
-        click.Option(["--deterministic/--no-deterministic"], default=None, help="Deterministic algorithms (slower)."),
-        click.Option(["--compile/--no-compile"], default=None, help="torch.compile the model (torch plugins)."),
-        click.Option(["--channels-last/--no-channels-last"], default=None, help="Channels-last memory format (torch)."),
-        click.Option(["--tta/--no-tta"], default=None, help="Test-time augmentation: average over flips."),
-        click.Option(
-            ["--feature-cache/--no-feature-cache"],
-            default=None,
-            help="Cache the outputs of a frozen model prefix (e.g. AlexNet's features).",
-        ),
-        click.Option(["--runs-root"], metavar="DIR", help="Where run folders go (default ./runs)."),
-        click.Option(["--name"], metavar="TEXT", help="A label added to the run folder's name."),
-        click.Option(["--dry-run"], is_flag=True, help="Print the resolved config and exit."),
+        *_config_options(host),
+        click.Option(["--dry-run"], is_flag=True, help="Check everything, print the resolved config and exit."),
         click.Option(
             ["--nproc-per-node"],
             type=int,
             metavar="N",
-            help="Launch N processes on this machine through torchrun (torch plugins; DDP).",
+            help="Launch N processes on this machine through the trainer's launcher (torch: torchrun, DDP).",
         ),
         click.Option(["--nnodes"], type=int, metavar="M", help="With --nproc-per-node: number of machines."),
         click.Option(
@@ -207,238 +198,42 @@ def _run_command(host: Any) -> click.Command:
             help="Continue an unfinished run (id, id prefix, folder or 'last') from its last checkpoint.",
         ),
     ]
-    # Model options declared by installed model plugins, e.g. --weights, --freeze.
-    taken = {opt for p in params for opt in p.opts}
-    host.collect()
-    for spec in host.models.values():
-        for option in spec.options:
-            flag = "--" + option.name.replace("_", "-")
-            if flag in taken:
-                continue
-            taken.add(flag)
-            params.append(
-                click.Option(
-                    [flag, f"model_option__{option.name}"],
-                    metavar=option.name.upper(),
-                    help=f"[{spec.name}] {option.help}",
-                )
-            )
+    params += _model_options(host, {opt for p in params for opt in p.opts})
     return click.Command("run", params=params, callback=_run, help=RUN_HELP, short_help="Train model plugins.")
 
 
 def _run(**kwargs: Any) -> None:
-    from cifarfw import config as config_mod
-    from cifarfw import runner
-
-    ctx = click.get_current_context()
-    host = _host(ctx)
-    launch_world = _check_launch(kwargs) if kwargs["nproc_per_node"] is not None else 0
-    if launch_world and kwargs["resume"]:
-        _launch_torchrun(kwargs)  # every rank checks the resumed run itself
-    if kwargs["nnodes"] is not None or kwargs["rdzv_endpoint"] is not None:
+    host = _host(click.get_current_context())
+    launch = None
+    if kwargs["nproc_per_node"] is not None:
+        argv = sys.argv[1:] if sys.argv and sys.argv[0].endswith(("cifarfw", "__main__.py")) else []
+        launch = session.Launch(kwargs["nproc_per_node"], kwargs["nnodes"] or 1, kwargs["rdzv_endpoint"], argv)
+    elif kwargs["nnodes"] is not None or kwargs["rdzv_endpoint"] is not None:
         raise UsageError("--nnodes and --rdzv-endpoint go with --nproc-per-node")
     if kwargs["resume"]:
-        _resume(host, kwargs)
+        launch_flags = ("resume", "runs_root", "nproc_per_node", "nnodes", "rdzv_endpoint")
+        given = [
+            "--" + name.replace("_", "-")
+            for name, value in kwargs.items()
+            if value not in (None, (), False) and name not in launch_flags
+        ]
+        if given:
+            raise UsageError(f"--resume continues a run with its own config; drop {', '.join(given)}")
+        session.resume(host, kwargs["runs_root"] or "runs", kwargs["resume"], launch)
         return
-    if not kwargs["plugin"]:
-        raise UsageError("cifarfw run needs --plugin NAME (or --resume RUN); `cifarfw plugins` lists them")
-    flags: dict[str, Any] = {}
-    for arg, key in _FLAG_KEYS.items():
-        if kwargs.get(arg) is not None:
-            flags[key] = kwargs[arg]
-    if kwargs.get("no_verify_data"):
-        flags["verify_data"] = False
+    flags = {k: v for k, v in kwargs.items() if k not in _NOT_CONFIG and v is not None and "__" not in k}
+    for assignment in kwargs["sets"]:
+        flags = config_mod.merge(flags, config_mod.parse_set(assignment))
     model_options = {
         k.removeprefix("model_option__"): v
         for k, v in kwargs.items()
         if k.startswith("model_option__") and v is not None
     }
-    for assignment in kwargs["sets"]:
-        flags = config_mod.merge(flags, config_mod.parse_set(assignment))
     if model_options:
         flags["model_options"] = {**flags.get("model_options", {}), **model_options}
     file_layer = config_mod.load_file(kwargs["config_file"]) if kwargs["config_file"] else {}
-
-    plugins = kwargs["plugin"]
-    with _as_rank_zero_of(launch_world):  # a launch is checked once, here, as its ranks will see it
-        resolved = _resolve_all(host, plugins, kwargs["model"], file_layer, flags)
-    if launch_world:
-        for plugin, item in resolved:
-            if isinstance(item, CifarfwError):
-                raise item
-            if item[1].framework != "torch":
-                raise UsageError(
-                    f"--nproc-per-node launches torch plugins through torchrun; {plugin} is a {item[1].framework} "
-                    "plugin (see docs/distributed.md)"
-                )
-        if not kwargs["dry_run"]:
-            _launch_torchrun(kwargs)
-
-    if kwargs["dry_run"]:
-        for plugin, item in resolved:
-            if isinstance(item, CifarfwError):
-                click.echo(f"# {plugin}: cannot run: {item}")
-                continue
-            for cfg in runner.seed_configs(item[2]):
-                click.echo(f"# {plugin} / {item[1].name}, seed {cfg.seed}")
-                click.echo(config_mod.to_toml(cfg))
-        return
-
-    failures: list[tuple[str, CifarfwError]] = []
-    run_dirs = []
-    for plugin, item in resolved:
-        if isinstance(item, CifarfwError):
-            click.echo(f"Error: {plugin}: {item}", err=True)
-            failures.append((plugin, item))
-            continue
-        plugin_name, spec, cfg = item
-        for seed_cfg in runner.seed_configs(cfg):
-            try:
-                run_dirs.append(runner.execute(host, plugin_name, spec, seed_cfg))
-            except CifarfwError as err:
-                if len(plugins) == 1 and cfg.seeds == 1:
-                    raise
-                click.echo(f"Error: {plugin}: {err}", err=True)
-                failures.append((plugin, err))
-                if err.exit_code >= 128:  # interrupted: stop the whole sequence
-                    raise
-    if run_dirs and (len(plugins) > 1 or len(run_dirs) > 1) and runner.world_from_env()[0] == 0:
-        from cifarfw.cli_report import print_run_comparison
-
-        print_run_comparison(run_dirs)  # several plugins or seeds: end with their comparison table
-    if failures:
-        first = failures[0][1]
-        raise type(first)(f"{len(failures)} of the runs failed (first: {failures[0][0]}: {first})")
-
-
-def _resolve_all(
-    host: Any, plugins: tuple[str, ...], model: str | None, file_layer: dict[str, Any], flags: dict[str, Any]
-) -> list[tuple[str, Any]]:
-    """[(plugin, (plugin, spec, config) or the CifarfwError that stops it)]; with a single
-    plugin the error is raised."""
-    from cifarfw import runner
-
-    resolved: list[tuple[str, Any]] = []
-    for plugin in plugins:
-        if len(plugins) > 1:
-            # A model option only applies to the plugins whose models declare it.
-            try:
-                _, spec = host.resolve_model(plugin, model)
-            except CifarfwError as err:
-                resolved.append((plugin, err))
-                continue
-            own = {o.name for o in spec.options}
-            plugin_flags = dict(flags)
-            plugin_flags["model_options"] = {k: v for k, v in flags.get("model_options", {}).items() if k in own}
-        else:
-            plugin_flags = flags
-        try:
-            resolved.append((plugin, runner.resolve(host, plugin, model, file_layer, plugin_flags)))
-        except CifarfwError as err:
-            if len(plugins) == 1:
-                raise
-            resolved.append((plugin, err))
-    return resolved
-
-
-@contextlib.contextmanager
-def _as_rank_zero_of(world: int) -> Iterator[None]:
-    """Resolve as rank 0 of a ``world``-process launch would (0: leave the environment alone)."""
-    if not world:
-        yield
-        return
-    saved = {k: os.environ.get(k) for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
-    os.environ.update(RANK="0", WORLD_SIZE=str(world), LOCAL_RANK="0")
-    try:
-        yield
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-
-
-def _check_launch(kwargs: dict[str, Any]) -> int:
-    """The world size of a --nproc-per-node launch, after checking its flags."""
-    nproc, nnodes, endpoint = kwargs["nproc_per_node"], kwargs["nnodes"] or 1, kwargs["rdzv_endpoint"]
-    if nproc < 1 or nnodes < 1:
-        raise UsageError("--nproc-per-node and --nnodes must be positive integers")
-    if nnodes > 1 and not endpoint:
-        raise UsageError("--nnodes > 1 needs --rdzv-endpoint HOST:PORT (the same on every machine)")
-    if "WORLD_SIZE" in os.environ:
-        raise UsageError("already inside a distributed launch; drop --nproc-per-node")
-    return nproc * nnodes
-
-
-def _launch_torchrun(kwargs: dict[str, Any]) -> None:
-    """Hand this same command over to torchrun, which starts one process per device and
-    sets RANK / WORLD_SIZE / LOCAL_RANK; each process runs `python -m cifarfw run ...`."""
-    import shutil
-    import subprocess
-
-    nproc, nnodes, endpoint = kwargs["nproc_per_node"], kwargs["nnodes"] or 1, kwargs["rdzv_endpoint"]
-    if shutil.which("torchrun") is None and not _has_module("torch.distributed.run"):
-        raise UsageError("--nproc-per-node needs torch installed (torchrun); install cifarfw-torch")
-    args = sys.argv[1:] if sys.argv and sys.argv[0].endswith(("cifarfw", "__main__.py")) else None
-    if args is None:
-        raise UsageError("--nproc-per-node works from the cifarfw command line")
-    args = _drop_options(args, {"--nproc-per-node", "--nnodes", "--rdzv-endpoint"})
-    launcher = [sys.executable, "-m", "torch.distributed.run", f"--nproc-per-node={nproc}", f"--nnodes={nnodes}"]
-    if endpoint:
-        launcher += ["--rdzv-backend=c10d", f"--rdzv-endpoint={endpoint}"]
-    else:
-        launcher += ["--standalone"]
-    code = subprocess.call([*launcher, "-m", "cifarfw", *args])
-    sys.exit(code)
-
-
-def _has_module(name: str) -> bool:
-    import importlib.util
-
-    try:
-        return importlib.util.find_spec(name) is not None
-    except ModuleNotFoundError:
-        return False
-
-
-def _drop_options(args: list[str], names: set[str]) -> list[str]:
-    """``args`` without the named options and their values (``--x V`` and ``--x=V``)."""
-    out, skip = [], False
-    for arg in args:
-        if skip:
-            skip = False
-            continue
-        name = arg.split("=", 1)[0]
-        if name in names:
-            skip = "=" not in arg
-            continue
-        out.append(arg)
-    return out
-
-
-def _resume(host: Any, kwargs: dict[str, Any]) -> None:
-    """``run --resume``: the run's own config.toml, its folder, its last checkpoint."""
-    from cifarfw import config as config_mod
-    from cifarfw import runner
-
-    given = [
-        "--" + name.replace("_", "-")
-        for name, value in kwargs.items()
-        if value not in (None, (), False) and name not in ("resume", "runs_root")
-    ]
-    if given:
-        raise UsageError(f"--resume continues a run with its own config; drop {', '.join(given)}")
-    run_dir, record = runner.resume_target(kwargs["runs_root"] or "runs", kwargs["resume"])
-    layer = config_mod.load_file(run_dir / "config.toml")
-    layer = {k: v for k, v in layer.items() if k not in ("plugin", "model", "recipe", "world_size", "backend")}
-    plugin, spec = host.resolve_model(record["plugin"], record["model"])
-    config = config_mod.build([("config.toml of " + run_dir.name, layer)], spec)
-    config.plugin, config.recipe = plugin, record.get("recipe", "")
-    trainer = host.trainer_for(spec.framework)
-    if trainer.validate is not None:
-        trainer.validate(config, spec)
-    runner.execute(host, plugin, spec, config, resume_dir=run_dir)
+    request = session.Request(kwargs["plugin"], kwargs["model"], file_layer, flags, kwargs["dry_run"], launch)
+    session.run(host, request)
 
 
 # --- plugins, models, runs ---------------------------------------------------------------
@@ -465,42 +260,52 @@ def plugins_cmd(ctx: click.Context, as_json: bool) -> None:
 
 
 @cli.command("models")
+@click.option("--plugin", "-p", "plugin", metavar="NAME", help="Only this plugin's models.")
+@click.option("--filter", "pattern", metavar="GLOB", help="Only models whose name matches, e.g. 'convnext*'.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
 @click.pass_context
-def models_cmd(ctx: click.Context, as_json: bool) -> None:
-    """List registered models with their framework, input size, recipes and options."""
+def models_cmd(ctx: click.Context, plugin: str | None, pattern: str | None, as_json: bool) -> None:
+    """List models, grouped by plugin: framework, input size, recipes and options.
+
+    A zoo plugin's models (timm, keras-apps) are listed by name; `--plugin` and `--filter`
+    narrow the list and `cifarfw models --plugin P --filter NAME` shows one in full."""
+    import fnmatch
+
     host = _host(ctx)
     host.collect()
-    rows = []
+    if plugin is not None:
+        host.resolve_model(plugin, next((m.name for m in host.models_of(plugin)), None))  # unknown -> one line
+    rows: dict[str, list[dict[str, Any]]] = {}
     for name, spec in host.models.items():
-        rows.append(
-            {
-                "model": name,
-                "plugin": host.plugin_of_model(name),
-                "framework": spec.framework,
-                "input_size": spec.input_size,
-                "recipes": list(spec.recipes),
-                "default_recipe": spec.default_recipe or next(iter(spec.recipes), None),
-                "options": [
-                    {"name": o.name, "default": o.default, "choices": list(o.choices or []), "help": o.help}
-                    for o in spec.options
-                ],
-                "description": spec.description,
-            }
-        )
+        owner = host.plugin_of_model(name)
+        if plugin in (None, owner) and (not pattern or fnmatch.fnmatch(name, pattern)):
+            rows.setdefault(owner, []).append(spec.describe())
+    for namespace, provider in host.providers.items():
+        owner = host.plugin_of_model(f"{namespace}/")
+        if plugin not in (None, owner):
+            continue
+        names = [n for n in provider.names() if not pattern or fnmatch.fnmatch(n, pattern)]
+        detailed = len(names) <= 3  # a few: build their specs and show them in full
+        for n in names:
+            row = host.resolve_model(owner, n)[1].describe() if detailed else {"model": f"{namespace}/{n}"}
+            rows.setdefault(owner, []).append({**row, "framework": provider.framework})
     if as_json:
-        click.echo(json.dumps(rows, indent=2))
+        click.echo(json.dumps([{"plugin": p, **row} for p, group in rows.items() for row in group], indent=2))
         return
     if not rows:
-        click.echo("no models registered; `cifarfw plugins` shows what is installed")
-    for row in rows:
-        click.echo(
-            f"{row['model']} ({row['plugin']}, {row['framework']}, {row['input_size']}x{row['input_size']}): {row['description']}"
-        )
-        click.echo(f"  recipes: {', '.join(row['recipes']) or '-'} (default {row['default_recipe']})")
-        for o in row["options"]:
-            choices = f" [{'|'.join(o['choices'])}]" if o["choices"] else ""
-            click.echo(f"  --{o['name'].replace('_', '-')}{choices} (default {o['default']}): {o['help']}")
+        click.echo("no models match; `cifarfw plugins` shows what is installed")
+    for owner, group in rows.items():
+        click.echo(f"{owner} ({len(group)} model{'s' * (len(group) != 1)}):")
+        for row in group:
+            if "recipes" not in row:
+                click.echo(f"  {row['model']}")
+                continue
+            size = f"{row['input_size']}x{row['input_size']}"
+            click.echo(f"  {row['model']} ({row['framework']}, {size}): {row['description']}")
+            click.echo(f"    recipes: {', '.join(row['recipes']) or '-'} (default {row['default_recipe']})")
+            for o in row["options"]:
+                choices = f" [{'|'.join(map(str, o['choices']))}]" if o["choices"] else ""
+                click.echo(f"    --{o['name'].replace('_', '-')}{choices} (default {o['default']}): {o['help']}")
 
 
 @cli.command("runs")
@@ -508,13 +313,11 @@ def models_cmd(ctx: click.Context, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 def runs_cmd(runs_root: str, as_json: bool) -> None:
     """List runs with their status and headline metrics."""
-    from cifarfw.runs import iter_runs
+    from cifarfw import runs
 
     rows = []
-    for path, rec in iter_runs(runs_root):
-        final = rec.get("final") or {}
-        epochs = rec.get("epochs") or []
-        last = final or (epochs[-1] if epochs else {})
+    for path, rec in runs.iter_runs(runs_root):
+        final, epochs = runs.final_metrics(rec), rec.get("epochs") or []
         rows.append(
             {
                 "id": path.name,
@@ -522,8 +325,8 @@ def runs_cmd(runs_root: str, as_json: bool) -> None:
                 "model": rec.get("model", "?"),
                 "recipe": rec.get("recipe", ""),
                 "epochs": f"{len(epochs)}/{(rec.get('config') or {}).get('epochs', '?')}",
-                "test_acc": last.get("test_acc"),
-                "train_seconds": final.get("train_seconds"),
+                "test_acc": final.get("test_acc"),
+                "train_seconds": (rec.get("final") or {}).get("train_seconds"),
             }
         )
     if as_json:
@@ -534,125 +337,14 @@ def runs_cmd(runs_root: str, as_json: bool) -> None:
         return
     table = [["RUN", "STATUS", "MODEL", "RECIPE", "EPOCHS", "TEST ACC", "TRAIN S"]]
     for r in rows:
-        acc = f"{100 * r['test_acc']:.2f}%" if r["test_acc"] is not None else "-"
-        secs = f"{r['train_seconds']:.1f}" if r["train_seconds"] is not None else "-"
+        acc, secs = BY_NAME["test_acc"].format(r["test_acc"]), BY_NAME["train_seconds"].format(r["train_seconds"])
         table.append([r["id"], r["status"], r["model"], r["recipe"] or "-", r["epochs"], acc, secs])
     click.echo(_table(table))
-
-
-# --- data --------------------------------------------------------------------------------
-
-
-@cli.group("data")
-def data_cmd() -> None:
-    """Inspect, verify and download CIFAR-10."""
-
-
-_data_dir_option = click.option(
-    "--data-dir", metavar="DIR", help="Folder holding cifar-10-batches-py (else CIFARFW_DATA_DIR, then the cache)."
-)
-
-
-@data_cmd.command("verify")
-@_data_dir_option
-@click.option("--data-checksums", metavar="FILE", help="Also check against this md5sum-format file.")
-def data_verify(data_dir: str | None, data_checksums: str | None) -> None:
-    """Check every file against the official MD5 sums (and a checksum file of your own)."""
-    from cifarfw.data import cifar10
-
-    folder = cifar10.find_folder(data_dir, allow_download=False)
-    accepted = cifar10.read_checksum_file(data_checksums) if data_checksums else {}
-    official_ok = True
-    for name, digest in cifar10.check_files(folder):
-        if digest is None:
-            click.echo(f"{name:14} MISSING")
-            official_ok = False
-            continue
-        official = cifar10.OFFICIAL_MD5[name] == digest
-        official_ok &= official
-        note = "official" if official else "NOT the official sum"
-        if accepted:
-            note += (
-                ", matches " + data_checksums
-                if accepted.get(name) == digest
-                else ", does NOT match " + str(data_checksums)
-            )
-        click.echo(f"{name:14} {digest}  {note}")
-    how = cifar10.verify(folder, data_checksums, verify_data=not accepted) if (official_ok or accepted) else None
-    if how is None:
-        raise cifar10.DataError(
-            f"{folder} is not the official CIFAR-10; to use it anyway pass --data-checksums FILE or --no-verify-data"
-        )
-    click.echo(f"{folder}: verified ({how})")
-
-
-@data_cmd.command("info")
-@_data_dir_option
-@click.option("--data-checksums", metavar="FILE", help="Accept a local copy whose files match this md5sum file.")
-@click.option("--no-verify-data", is_flag=True, help="Skip the checksum check (warns).")
-@click.option("--dataset", default="cifar10", show_default=True, help="Dataset name.")
-@click.option("--json", "as_json", is_flag=True)
-@click.pass_context
-def data_info(
-    ctx: click.Context,
-    data_dir: str | None,
-    data_checksums: str | None,
-    no_verify_data: bool,
-    dataset: str,
-    as_json: bool,
-) -> None:
-    """Load a dataset and show its splits, classes and provenance."""
-    import numpy as np
-
-    from cifarfw.config import RunConfig
-
-    cfg = RunConfig(
-        dataset=dataset, data_dir=data_dir or "", data_checksums=data_checksums or "", verify_data=not no_verify_data
-    )
-    ds = _host(ctx).dataset(dataset).loader(cfg)
-    info = ds.describe()
-    info["class_names"] = list(ds.class_names)
-    info["train_per_class"] = np.bincount(ds.train.labels, minlength=ds.num_classes).tolist()
-    info["test_per_class"] = np.bincount(ds.test.labels, minlength=ds.num_classes).tolist()
-    if as_json:
-        click.echo(json.dumps(info, indent=2))
-        return
-    click.echo(
-        f"{info['name']}: {info['train_images']:,} train / {info['test_images']:,} test images, {info['classes']} classes, {'x'.join(map(str, info['image_shape']))}"
-    )
-    click.echo(f"classes: {', '.join(ds.class_names)}")
-    click.echo(f"per class: train {info['train_per_class']}, test {info['test_per_class']}")
-    click.echo(f"source: {info.get('source')}  verified: {info.get('verified')}")
-
-
-@data_cmd.command("download")
-@click.option("--dir", "target", metavar="DIR", help="Where to put it (default: the cache, CIFARFW_CACHE_DIR).")
-def data_download(target: str | None) -> None:
-    """Download the official archive (MD5 checked) and extract it."""
-    from cifarfw.data import cifar10
-
-    existing = cifar10.locate(target or cifar10.cache_dir())
-    if existing is not None:
-        click.echo(f"already present: {existing}")
-        return
-    folder = cifar10.download(target)
-    click.echo(f"downloaded to {folder}")
 
 
 def _table(rows: list[list[str]]) -> str:
     widths = [max(len(str(r[i])) for r in rows) for i in range(len(rows[0]))]
     return "\n".join("  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows)
-
-
-def _add_extension_commands() -> None:
-    # Commands kept in their own modules (each imports only click at module level).
-    from cifarfw import cli_authoring, cli_report
-
-    cli_report.add_commands(cli)
-    cli_authoring.add_commands(cli, plugins_cmd)
-
-
-_add_extension_commands()
 
 
 # --- entry point ---------------------------------------------------------------------------
@@ -664,7 +356,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         code = cli.main(args=argv, prog_name="cifarfw", standalone_mode=False)
     except CifarfwError as err:
-        click.echo(f"Error: {err}", err=True)
+        click.echo(_one_line(f"Error: {err}"), err=True)
         sys.exit(err.exit_code)
     except click.exceptions.Abort:
         click.echo("Error: aborted", err=True)
@@ -673,7 +365,7 @@ def main(argv: list[str] | None = None) -> None:
         hint = ""
         if isinstance(err, click.UsageError) and err.ctx is not None:
             hint = f" (see {err.ctx.command_path} --help)"
-        click.echo(f"Error: {err.format_message()}{hint}".replace("\n", " "), err=True)
+        click.echo(_one_line(f"Error: {err.format_message()}{hint}"), err=True)
         sys.exit(err.exit_code)
     except KeyboardInterrupt:
         click.echo("Error: interrupted", err=True)
@@ -682,8 +374,15 @@ def main(argv: list[str] | None = None) -> None:
         if debug:
             raise
         click.echo(
-            f"Error: internal error: {type(err).__name__}: {err} (set CIFARFW_DEBUG=1 for the traceback and report it)",
+            _one_line(
+                f"Error: internal error: {type(err).__name__}: {err} (set CIFARFW_DEBUG=1 for the traceback and report it)"
+            ),
             err=True,
         )
         sys.exit(1)
     sys.exit(code if isinstance(code, int) else 0)
+
+
+def _one_line(message: str) -> str:
+    """Errors are one line, whatever a plugin's exception message holds."""
+    return " ".join(message.split())

@@ -7,6 +7,7 @@ names the key, the value and what would be accepted.
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 import tomllib
 from collections.abc import Mapping
@@ -15,13 +16,24 @@ from pathlib import Path
 from typing import Any
 
 from cifarfw.errors import UsageError
-from cifarfw.specs import ModelSpec
+from cifarfw.specs import ModelSpec, TrainerSpec
 from cifarfw.suggest import did_you_mean
 
-OPTIMIZERS = ("adam", "adamw", "sgd")
-SCHEDULES = ("constant", "step", "cosine", "onecycle")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 _DEVICE_RE = re.compile(r"^(auto|cpu|(cuda|gpu)(:\d+)?)$")
+MAX_SEED = 2**32 - 1  # numpy's seeds are 32-bit
+MAX_SEEDS = 1000
+
+
+def setting(default: Any = None, *, help: str = "", metavar: str = "", short: str = "", **more: Any) -> Any:
+    """A RunConfig field; with ``help`` it is also a ``cifarfw run`` flag (``--<name>``),
+    generated from this metadata. ``more``: ``flag`` (another flag name), ``vocabulary``
+    (the TrainerSpec attribute listing the accepted values), ``choices``, ``default_factory``."""
+    factory = more.pop("default_factory", None)
+    meta = {"help": help, "metavar": metavar, "short": short, **more}
+    if factory is not None:
+        return field(default_factory=factory, metadata=meta)
+    return field(default=default, metadata=meta)
 
 
 @dataclass
@@ -35,46 +47,60 @@ class Augment:
 
 @dataclass
 class RunConfig:
-    """Everything a run needs; written to each run folder as config.toml and in run.json."""
+    """Everything a run needs; written to each run folder as config.toml and in run.json.
+
+    Fields with ``help`` are also flags of ``cifarfw run`` (the CLI generates them from here)."""
 
     plugin: str = ""
     model: str = ""
-    recipe: str = ""
-    dataset: str = "cifar10"
-    data_dir: str = ""
-    data_checksums: str = ""
-    verify_data: bool = True
+    recipe: str = setting("", help="The model's recipe (default: its default recipe).", metavar="NAME", short="-r")
+    dataset: str = setting("cifar10", help="Dataset: cifar10 (default), synthetic, or a plugin's.", metavar="NAME")
+    data_dir: str = setting(
+        "", help="Folder holding cifar-10-batches-py (else CIFARFW_DATA_DIR, the cache, a download).", metavar="DIR"
+    )
+    data_checksums: str = setting(
+        "", help="Accept a local copy whose files match this md5sum-format file.", metavar="FILE"
+    )
+    verify_data: bool = setting(True, help="Use data without checking checksums (warns).", flag="--no-verify-data")
     dataset_options: dict[str, Any] = field(default_factory=dict)
-    train_limit: int = 0  # 0 = the whole split; else a class-balanced subset
-    test_limit: int = 0
-    epochs: int = 10
-    batch_size: int = 64
-    lr: float = 0.001
-    optimizer: str = "adam"
-    momentum: float = 0.9
+    train_limit: int = setting(0, help="Train on a class-balanced subset of N images.", metavar="N")  # 0 = all
+    test_limit: int = setting(0, help="Test on a class-balanced subset of N images.", metavar="N")
+    epochs: int = setting(10, help="Training epochs (> 0).", metavar="N", short="-e")
+    batch_size: int = setting(64, help="Batch size (> 0).", metavar="N", short="-b")
+    lr: float = setting(0.001, help="Learning rate (peak rate for one-cycle) (> 0).", metavar="LR")
+    optimizer: str = setting(
+        "adam", help="Optimizer, one the model's trainer offers:", metavar="NAME", vocabulary="optimizers"
+    )
+    momentum: float = setting(0.9, help="SGD momentum in [0, 1).", metavar="M")
     nesterov: bool = False
-    weight_decay: float = 0.0
-    schedule: str = "constant"
+    weight_decay: float = setting(0.0, help="Weight decay (>= 0).", metavar="WD")
+    schedule: str = setting(
+        "constant",
+        help="Learning-rate schedule, one the model's trainer offers:",
+        metavar="NAME",
+        vocabulary="schedules",
+    )
     step_epochs: int = 10  # "step" schedule: multiply lr by step_gamma every step_epochs
     step_gamma: float = 0.1
     warmup_fraction: float = 0.25  # "onecycle": share of training spent warming up
-    label_smoothing: float = 0.0
+    label_smoothing: float = setting(0.0, help="Label smoothing in [0, 1).", metavar="S")
     augment: Augment = field(default_factory=Augment)
-    tta: bool = False  # test-time augmentation: average predictions over flips
-    seed: int = 0
-    seeds: int = 1  # run seeds seed, seed+1, ... and group them
-    device: str = "auto"
-    precision: str = "auto"
-    channels_last: bool = True
-    compile: bool = False
-    deterministic: bool = False
+    tta: bool = setting(False, help="Test-time augmentation: average over flips.")
+    seed: int = setting(0, help="Random seed (>= 0).", metavar="N")
+    seeds: int = setting(1, help="Run N seeds (seed, seed+1, ...) and group them.", metavar="N")
+    device: str = setting("auto", help="Where to train (default auto).", metavar="auto|cpu|cuda[:N]")
+    precision: str = setting("auto", help="fp32, bf16 (autocast), fp16 (AMP) or auto.", choices=PRECISIONS)
+    channels_last: bool = setting(True, help="Channels-last memory format (torch).")
+    compile: bool = setting(False, help="Compile the model (torch.compile, Keras jit_compile).")
+    deterministic: bool = setting(False, help="Deterministic algorithms and a fixed thread count (slower).")
     checkpoint: bool = True
-    feature_cache: bool = True  # compute a frozen, deterministic model prefix once and cache it
+    # Compute a frozen, deterministic model prefix once and cache it.
+    feature_cache: bool = setting(True, help="Cache the outputs of a frozen model prefix (e.g. AlexNet's features).")
     prediction_samples: int = 32
     model_options: dict[str, Any] = field(default_factory=dict)
     reporters: list[str] = field(default_factory=list)
-    runs_root: str = "runs"
-    name: str = ""
+    runs_root: str = setting("runs", help="Where run folders go (default ./runs).", metavar="DIR")
+    name: str = setting("", help="A label added to the run folder's name.", metavar="TEXT")
     world_size: int = 1  # set by the launcher (torchrun / TF_CONFIG), not by the user
     backend: str = ""  # the distributed backend the trainer used (gloo, nccl, ...)
 
@@ -112,11 +138,9 @@ _CHECKS: dict[str, tuple[Any, str]] = {
     "label_smoothing": (_fraction, "a number in [0, 1)"),
     "train_limit": (_non_negative, "a positive integer (0 = all)"),
     "test_limit": (_non_negative, "a positive integer (0 = all)"),
-    "seed": (_non_negative, "an integer >= 0"),
-    "seeds": (_positive, "a positive integer"),
+    "seed": (lambda v: 0 <= v <= MAX_SEED, f"an integer from 0 to {MAX_SEED}"),
+    "seeds": (lambda v: 0 < v <= MAX_SEEDS, f"an integer from 1 to {MAX_SEEDS}"),
     "prediction_samples": (_non_negative, "an integer >= 0"),
-    "optimizer": (lambda v: v in OPTIMIZERS, "one of " + ", ".join(OPTIMIZERS)),
-    "schedule": (lambda v: v in SCHEDULES, "one of " + ", ".join(SCHEDULES)),
     "precision": (lambda v: v in PRECISIONS, "one of " + ", ".join(PRECISIONS)),
     "device": (lambda v: bool(_DEVICE_RE.match(v)), "auto, cpu, cuda, cuda:N, gpu or gpu:N"),
     "augment.crop_padding": (_non_negative, "an integer >= 0"),
@@ -131,7 +155,9 @@ def _type_name(tp: Any) -> str:
 def _coerce(key: str, value: Any, tp: Any) -> Any:
     """Check ``value`` against the field type; ints are accepted where floats are."""
     if tp is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
+        value = float(value)
+    if tp is float and isinstance(value, float) and not math.isfinite(value):
+        raise UsageError(f"{key} must be a finite number, got {value!r}")
     if tp is int and isinstance(value, bool):
         raise UsageError(f"{key} must be {_type_name(tp)}, got {value!r}")
     if tp in (int, float, bool, str) and not isinstance(value, tp):
@@ -180,6 +206,17 @@ def _check_value(key: str, value: Any, tp: Any, source: str) -> Any:
     if check is not None and not check[0](value):
         raise UsageError(f"{source}: {key} must be {check[1]}, got {value!r}")
     return value
+
+
+def check_vocabulary(config: RunConfig, trainer: TrainerSpec) -> None:
+    """Refuse an optimizer or schedule the model's trainer does not offer (it owns the list)."""
+    for key, offered in (("optimizer", trainer.optimizers), ("schedule", trainer.schedules)):
+        value = getattr(config, key)
+        if offered and value not in offered:
+            raise UsageError(
+                f"the {trainer.name} trainer has no {key} {value!r}{did_you_mean(value, offered)} "
+                f"(it offers: {', '.join(offered)})"
+            )
 
 
 def validate_recipe(overrides: Mapping[str, Any]) -> None:
@@ -257,6 +294,8 @@ def resolve_model_options(model: ModelSpec, given: Mapping[str, Any]) -> dict[st
                 value = opt.type(value)
             except ValueError:
                 raise UsageError(f"--{name.replace('_', '-')} must be {_type_name(opt.type)}, got {value!r}") from None
+        if isinstance(value, float) and not math.isfinite(value):
+            raise UsageError(f"--{name.replace('_', '-')} must be a finite number, got {value!r}")
         if value is not None and opt.type is str and not isinstance(value, str):
             value = str(value)
         if value is not None and opt.choices and value not in opt.choices:

@@ -31,6 +31,7 @@ from cifarfw.hardware import cpu_name
 from cifarfw.plugins import PluginHost
 from cifarfw.runs import SCHEMA_VERSION, Run, RunLock, atomic_write, find_run, make_run_dir, now_iso, read_record
 from cifarfw.specs import ModelSpec
+from cifarfw.suggest import did_you_mean
 
 
 def warn(message: str) -> None:
@@ -43,26 +44,26 @@ def resolve(
     model: str | None = None,
     file_layer: Mapping[str, Any] | None = None,
     flag_layer: Mapping[str, Any] | None = None,
+    *,
+    file_source: str = "config file",
+    recipe: str | None = None,
 ) -> tuple[str, ModelSpec, config_mod.RunConfig]:
-    """The plugin, model spec and fully resolved, checked config of one run."""
+    """The plugin, model spec and fully resolved, checked config of one run.
+
+    ``recipe`` names the recipe recorded for a run whose ``file_layer`` already holds every
+    value (a resume's config.toml): it is recorded, not applied again."""
     file_layer = dict(file_layer or {})
     flag_layer = dict(flag_layer or {})
     model = model or flag_layer.pop("model", None) or file_layer.pop("model", None) or None
     flag_layer.pop("model", None)
     file_layer.pop("model", None)
     plugin_name, spec = host.resolve_model(plugin, model)
-    recipe = flag_layer.get("recipe") or file_layer.get("recipe") or spec.default_recipe or next(iter(spec.recipes), "")
-    if recipe and recipe not in spec.recipes:
-        from cifarfw.suggest import did_you_mean
-
-        known = ", ".join(spec.recipes) or "none"
-        raise UsageError(
-            f"model {spec.name!r} has no recipe {recipe!r}{did_you_mean(recipe, spec.recipes)} (recipes: {known})"
-        )
     layers: list[tuple[str, Mapping[str, Any]]] = []
-    if recipe:
-        layers.append((f"recipe {recipe!r}", spec.recipes[recipe]))
-    layers += [("config file", file_layer), ("flags", flag_layer)]
+    if recipe is None:
+        recipe = _recipe_name(spec, flag_layer.get("recipe") or file_layer.get("recipe"))
+        if recipe:
+            layers.append((f"recipe {recipe!r}", spec.recipes[recipe]))
+    layers += [(file_source, file_layer), ("flags", flag_layer)]
     config = config_mod.build(layers, spec)
     config.plugin = plugin_name
     config.recipe = recipe
@@ -70,12 +71,24 @@ def resolve(
         spec.validate(config.model_options)
     host.dataset(config.dataset)  # unknown datasets fail here, before any work
     trainer = host.trainer_for(spec.framework)
+    config_mod.check_vocabulary(config, trainer)
     if trainer.validate is not None:
         trainer.validate(config, spec)
     unknown = [r for r in config.reporters if r not in host.reporters]
     if unknown:
         raise UsageError(f"unknown reporter {unknown[0]!r}; known: {', '.join(host.reporters)}")
     return plugin_name, spec, config
+
+
+def _recipe_name(spec: ModelSpec, asked: str | None) -> str:
+    """The recipe a run uses: the one asked for, else the model's default (its first)."""
+    recipe = asked or spec.default_recipe_name
+    if recipe and recipe not in spec.recipes:
+        known = ", ".join(spec.recipes) or "none"
+        raise UsageError(
+            f"model {spec.name!r} has no recipe {recipe!r}{did_you_mean(recipe, spec.recipes)} (recipes: {known})"
+        )
+    return recipe
 
 
 def group_id(config: config_mod.RunConfig) -> str:

@@ -64,13 +64,31 @@ class ModelSpec:
     description: str = ""
     validate: Callable[[Mapping[str, Any]], None] | None = None
 
+    @property
+    def default_recipe_name(self) -> str:
+        """The recipe a run gets when it names none: ``default_recipe``, else the first ("" if none)."""
+        return self.default_recipe or next(iter(self.recipes), "")
+
+    def describe(self) -> dict[str, Any]:
+        """What ``cifarfw models`` shows of this model (its ``--json`` rows)."""
+        options = [
+            {"name": o.name, "default": o.default, "choices": list(o.choices or []), "help": o.help}
+            for o in self.options
+        ]
+        return {
+            "model": self.name,
+            "framework": self.framework,
+            "input_size": self.input_size,
+            "recipes": list(self.recipes),
+            "default_recipe": self.default_recipe_name,
+            "options": options,
+            "description": self.description,
+        }
+
     def recipe(self, name: str | None) -> Mapping[str, Any]:
         """The overrides of recipe ``name`` (or of the default recipe when ``None``)."""
-        if name is None:
-            name = self.default_recipe or next(iter(self.recipes), None)
-            if name is None:
-                return {}
-        return self.recipes[name]
+        name = self.default_recipe_name if name is None else name
+        return self.recipes[name] if name else {}
 
 
 class Trainer(Protocol):
