@@ -16,10 +16,11 @@ import pluggy
 import pytest
 from fakes import FAKE_PLUGIN, NumpyTrainer, _factory
 
-from cifarfw import hookimpl, hookspecs, runner
+from cifarfw import hookimpl, hookspecs, runner, session
 from cifarfw.data import Dataset, synthetic
+from cifarfw.errors import UsageError
 from cifarfw.plugins import PluginHost
-from cifarfw.specs import DatasetSpec, ModelSpec, ReporterSpec, TrainerSpec
+from cifarfw.specs import DatasetSpec, ModelProviderSpec, ModelSpec, Option, ReporterSpec, TrainerSpec
 
 SMALL = {
     "dataset": "synthetic",
@@ -75,9 +76,9 @@ def host(clean_env):
     return host
 
 
-def run(host, tmp_path, plugin="fake", **flags):
+def run(host, tmp_path, plugin="fake", model=None, **flags):
     flags = {"runs_root": str(tmp_path / "runs"), **SMALL, **flags}
-    name, spec, config = runner.resolve(host, plugin, None, {}, flags)
+    name, spec, config = runner.resolve(host, plugin, model, {}, flags)
     return runner.execute(host, name, spec, config)
 
 
@@ -129,6 +130,56 @@ def test_hook_register_models(host):
     assert plugin == "tiny-models" and spec.name == "tiny-net-2"
     _, spec, config = runner.resolve(host, "tiny-models", None, {}, {})
     assert (spec.name, config.recipe, config.epochs) == ("tiny-net", "r", 1)
+
+
+def test_hook_register_model_providers(host, tmp_path):
+    asked = []
+
+    def names():
+        asked.append("names")
+        return ["tiny", "wide"]
+
+    def spec(name):
+        if name not in ("tiny", "wide"):
+            raise UsageError(f"the zoo has no model {name!r}")
+        return ModelSpec(f"zoo/{name}", "numpy", _factory, recipes={"zoo": {"epochs": 1}})
+
+    class Zoo:
+        CIFARFW_HOOK_API = 2
+
+        @hookimpl
+        def register_model_providers(self, register):
+            register(ModelProviderSpec("zoo", names, spec, "numpy", options=(Option("depth", "layers"),)))
+
+    host.add(Zoo(), "zoo-plugin")
+    host.collect()
+    assert asked == [] and "provider:zoo" in host.plugins["zoo-plugin"].registered  # registered lazily
+    assert host.resolve_model("zoo-plugin", "wide")[1].name == "zoo/wide"
+    assert host.resolve_model("zoo/tiny", None) == ("zoo-plugin", host.resolve_model("zoo-plugin", "tiny")[1])
+    assert host.plugin_of_model("zoo/tiny") == "zoo-plugin"
+    with pytest.raises(UsageError, match="no model 'deep'"):
+        host.resolve_model("zoo-plugin", "deep")
+    with pytest.raises(UsageError, match="name one with --model"):
+        host.resolve_model("zoo-plugin", None)
+    run_dir = run(host, tmp_path, plugin="zoo-plugin", model_options={"depth": "3"}, model="tiny")
+    assert (record_of(run_dir)["model"], record_of(run_dir)["recipe"]) == ("zoo/tiny", "zoo")
+    assert asked == []  # nothing listed the zoo: a run looks up one model
+
+
+def test_hook_on_session_end(host, tmp_path):
+    ended = []
+
+    class Summary:
+        @hookimpl
+        def on_session_end(self, run_dirs, failures):
+            ended.append((run_dirs, failures))
+
+    host.add(Summary(), "summary")
+    request = session.Request(("fake",), flags={"runs_root": str(tmp_path / "runs"), **SMALL, "seeds": 2})
+    run_dirs = session.run(host, request)
+    assert ended == [(run_dirs, 0)] and len(run_dirs) == 2
+    session.run(host, session.Request(("fake",), flags={"runs_root": str(tmp_path / "runs"), **SMALL}))
+    assert len(ended) == 1  # a single run is no session to sum up
 
 
 def test_hook_register_trainers(host, tmp_path):

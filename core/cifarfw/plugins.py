@@ -14,6 +14,7 @@ Environment:
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.metadata as metadata
 import os
 from collections.abc import Iterable
@@ -282,6 +283,10 @@ class PluginHost:
                     f"provider {provider.namespace!r}: spec({name!r}) must return a ModelSpec named {key!r}"
                 )
             _validate_model(spec)
+            own = {o.name for o in spec.options}  # every model of the zoo takes the provider's options
+            spec = dataclasses.replace(
+                spec, options=(*spec.options, *(o for o in provider.options if o.name not in own))
+            )
         except CifarfwError:
             raise
         except Exception as err:
