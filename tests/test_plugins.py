@@ -24,7 +24,12 @@ def test_builtins_listed_without_entry_points(cli):
     assert code == 0
     rows = {row["name"]: row for row in json.loads(out)}
     assert rows["builtin"]["status"] == "ok"
-    assert {"dataset:cifar10", "dataset:synthetic", "reporter:tensorboard"} <= set(rows["builtin"]["registered"])
+    assert {"dataset:cifar10", "dataset:synthetic", "reporter:console", "reporter:record"} <= set(
+        rows["builtin"]["registered"]
+    )
+    # TensorBoard and the comparison are first-party plugins, registered through the same hooks.
+    assert "reporter:tensorboard" in rows["tensorboard"]["registered"]
+    assert rows["compare"]["status"] == "ok"
 
 
 def test_plugin_raising_on_import_is_recorded_and_others_work(cli, entry_points, tmp_path):
@@ -193,7 +198,14 @@ def test_registry_entry_points_resolve_once_installed():
         ep = installed[entry.name]
         assert ep.value == entry.entry_point
         module = ep.load()
-        assert any(hasattr(module, hook) for hook in ("register_models", "register_trainers")), entry.name
+        hooks = (
+            "register_models",
+            "register_trainers",
+            "register_reporters",
+            "register_commands",
+            "register_model_providers",
+        )
+        assert any(hasattr(module, hook) for hook in hooks), entry.name
         checked += 1
     if checked == 0:
         pytest.skip("no plugin of registry.toml is installed")
@@ -204,3 +216,10 @@ def test_packaged_registry_is_the_repository_one():
 
     packaged = (resources.files("cifarfw") / "registry.toml").read_text()
     assert packaged == (ROOT / "registry.toml").read_text()
+
+
+def test_failing_model_factory_names_its_plugin_on_one_line(cli, entry_points, tmp_path):
+    entry_points(FAKE, ("broken-factory", "plugins_fixture.failing_factory"))
+    code, _, err = cli("run", "--plugin", "broken-factory", "--dataset", "synthetic", "--runs-root", str(tmp_path))
+    line = assert_one_line_error(code, err, "model 'explodes' of plugin 'broken-factory'", "ValueError: bad width")
+    assert code == 5 and "report it to its project" in line and "internal error" not in line

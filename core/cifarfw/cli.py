@@ -356,6 +356,8 @@ def main(argv: list[str] | None = None) -> None:
     try:
         code = cli.main(args=argv, prog_name="cifarfw", standalone_mode=False)
     except CifarfwError as err:
+        if debug and err.__cause__ is not None:  # a plugin's bug wrapped in a one-line error
+            raise
         click.echo(_one_line(f"Error: {err}"), err=True)
         sys.exit(err.exit_code)
     except click.exceptions.Abort:

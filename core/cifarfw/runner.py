@@ -22,6 +22,7 @@ from cifarfw.errors import (
     CifarfwError,
     DiskFullError,
     NonFiniteLossError,
+    PluginError,
     RunDirError,
     RunInterrupted,
     UsageError,
@@ -182,6 +183,7 @@ def execute(
         lock.acquire()
         atomic_write(run_dir / "config.toml", config_mod.to_toml(config))
     info = host.plugins.get(plugin)
+    model = _guard_factory(model, plugin, f"{info.distribution} {info.version}".strip() if info else "")
     run = Run(
         id=resume_dir.name if resume_dir is not None else run_dir.name,
         dir=run_dir,
@@ -284,6 +286,26 @@ def execute(
 
             shutil.rmtree(run_dir, ignore_errors=True)
     return run_dir
+
+
+def _guard_factory(model: ModelSpec, plugin: str, dist: str) -> ModelSpec:
+    """The model spec with a factory whose own failures name the plugin that owns it: a bug
+    there is for its project to fix, not an internal error of cifarfw."""
+    factory = model.factory
+
+    def build(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return factory(*args, **kwargs)
+        except CifarfwError:
+            raise
+        except Exception as err:
+            raise PluginError(
+                f"model {model.name!r} of plugin {plugin!r} ({dist or 'in-process'}) failed to build: "
+                f"{type(err).__name__}: {err}; this is a bug in that plugin: report it to its project "
+                "(CIFARFW_DEBUG=1 shows the traceback)"
+            ) from err
+
+    return dataclasses.replace(model, factory=build)
 
 
 def _fall_back_to_previous_checkpoint(run: Run, err: WeightsError, resume_dir: Path | None) -> bool:
