@@ -81,7 +81,6 @@ class PluginHost:
         self.reporters: dict[str, ReporterSpec] = {}
         self.providers: dict[str, ModelProviderSpec] = {}  # keyed by namespace
         self._owner: dict[tuple[str, str], str] = {}
-        self._model_plugin: dict[str, str] = {}
         self._provided_specs: dict[str, ModelSpec] = {}
         self._collected = False
         if builtin:
@@ -189,8 +188,6 @@ class PluginHost:
                 tables[kind][key] = spec
                 self._owner[(kind, key)] = plugin_name
                 self.plugins[plugin_name].registered.append(f"{kind}:{key}")
-                if kind == "model":
-                    self._model_plugin[key] = plugin_name
 
     def _contested(self, claims: dict[str, list[tuple[str, str, Any]]]) -> list[tuple[str, str]]:
         """The plugins that lose a name another plugin also claims, each with its error line."""
@@ -220,7 +217,7 @@ class PluginHost:
     def models_of(self, plugin: str) -> list[ModelSpec]:
         """The models ``plugin`` registered one by one (a zoo's are listed by its provider)."""
         self.collect()
-        return [spec for name, spec in self.models.items() if self._model_plugin.get(name) == plugin]
+        return [spec for name, spec in self.models.items() if self._owner.get(("model", name)) == plugin]
 
     def providers_of(self, plugin: str) -> list[ModelProviderSpec]:
         self.collect()
@@ -231,7 +228,7 @@ class PluginHost:
         namespace = model.split("/", 1)[0]
         if "/" in model and namespace in self.providers:
             return self._owner[("provider", namespace)]
-        return self._model_plugin[model]
+        return self._owner[("model", model)]
 
     def resolve_model(self, plugin: str, model: str | None) -> tuple[str, ModelSpec]:
         """The (plugin, model spec) that ``--plugin`` and ``--model`` name."""
@@ -239,7 +236,7 @@ class PluginHost:
         info = self.plugins.get(plugin)
         if info is None:
             if plugin in self.models:  # a model name is accepted where a plugin is asked for
-                return self._model_plugin[plugin], self.models[plugin]
+                return self._owner[("model", plugin)], self.models[plugin]
             namespace, _, name = plugin.partition("/")
             if name and namespace in self.providers:  # so is a zoo's "timm/resnet18"
                 owner = self._owner[("provider", namespace)]
