@@ -1,7 +1,7 @@
 """`cifarfw new-plugin` and `cifarfw plugins check` (issue 7).
 
 The end-to-end flow (generate, pip install, run one epoch, run the generated tests,
-uninstall) is tests/test_authoring_flow.py; here are the fast parts.
+uninstall) is the repository's tests/test_authoring_flow.py; here are the fast parts.
 """
 
 from __future__ import annotations
@@ -9,13 +9,14 @@ from __future__ import annotations
 import ast
 import json
 import tomllib
+from pathlib import Path
 
 import pytest
 
+from cifarfw.hookspecs import HOOK_API_VERSION
 from cifarfw.testing import assert_one_line_error
-from conftest import TESTS
 
-FIXTURES = TESTS / "fixtures"
+FIXTURES = Path(__file__).parent / "fixtures"
 BROKEN_SITE = FIXTURES / "broken-site"
 BROKEN_REGISTRY = FIXTURES / "registry-broken.toml"
 
@@ -48,7 +49,7 @@ def test_new_plugin_writes_a_complete_distribution(cli, tmp_path, framework):
         assert "{{" not in text, path
         ast.parse(text)  # every generated module is valid Python
     plugin = (root / "cifarfw_my_net" / "plugin.py").read_text()
-    assert f'framework="{framework}"' in plugin and "CIFARFW_HOOK_API = 1" in plugin
+    assert f'framework="{framework}"' in plugin and f"CIFARFW_HOOK_API = {HOOK_API_VERSION}" in plugin
     top_level = set()
     for node in ast.parse(plugin).body:  # module-level imports only: factories import lazily
         if isinstance(node, ast.Import):
@@ -156,11 +157,11 @@ def test_plugins_check_text_output_says_what_to_fix(cli, broken_site):
     assert "        fix: the entry point names module cifarfw_missing_module.plugin" in out
 
 
-def test_plugins_check_passes_a_clean_installation(cli, entry_points, tmp_path):
-    entry_points(("fake", "fakes:FAKE_PLUGIN"))
+def test_plugins_check_passes_a_clean_installation(cli, installed, tmp_path):
+    installed(("fake", "authoring_fakes:GOOD"))
     registry = tmp_path / "registry.toml"
     registry.write_text(
-        '[[plugin]]\nname = "fake"\ndistribution = "cifarfw-fake"\nlocation = "plugins/x"\nframework = "numpy"\n'
+        '[[plugin]]\nname = "fake"\ndistribution = "cifarfw-fake"\nlocation = "plugins/x"\nframework = "torch"\n'
         'description = "d"\ncore = ">=0.1,<0.2"\n'
     )
     code, out, err = cli("plugins", "check", "--registry", str(registry))
@@ -168,8 +169,63 @@ def test_plugins_check_passes_a_clean_installation(cli, entry_points, tmp_path):
     assert "ok      fake" in out and "no problems found" in out
 
 
+def test_plugins_check_flags_a_framework_no_trainer_serves_with_a_did_you_mean(cli, installed):
+    installed(("fake", "authoring_fakes:GOOD"), ("typo", "authoring_fakes:TYPO"))
+    code, out, err = cli("plugins", "check", "--json")
+    assert_one_line_error(code, err, "1 problem(s)")
+    (problem,) = [f for f in json.loads(out) if f["level"] == "problem"]
+    assert problem["plugin"] == "typo"
+    assert problem["message"] == "model 'pytorch-net': framework 'pytorch': did you mean 'torch'?"
+    assert problem["fix"] == "set framework= to one of torch in authoring_fakes"
+
+
 def test_plugins_check_unreadable_registry_is_one_line(cli, tmp_path):
     bad = tmp_path / "registry.toml"
     bad.write_text("[[plugin]]\nname = \n")
     code, _, err = cli("plugins", "check", "--registry", str(bad))
     assert_one_line_error(code, err, "registry")
+
+
+# --- new-plugin --kind reporter --------------------------------------------------------------------
+
+
+def test_new_plugin_kind_reporter_writes_a_reporter_distribution(cli, tmp_path):
+    code, out, err = cli("new-plugin", "my-log", "--kind", "reporter", "--dir", str(tmp_path))
+    assert code == 0, err
+    root = tmp_path / "cifarfw-my-log"
+    assert f"created {root} (a reporter)" in out
+    files = sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
+    assert files == [
+        "README.md",
+        "cifarfw_my_log/__init__.py",
+        "cifarfw_my_log/plugin.py",
+        "pyproject.toml",
+        "tests/test_contract.py",
+    ]
+    project = tomllib.loads((root / "pyproject.toml").read_text())
+    assert project["project"]["dependencies"] == ["cifarfw>=0.1,<0.2"]  # no trainer, no framework
+    assert project["project"]["entry-points"]["cifarfw"] == {"my-log": "cifarfw_my_log.plugin"}
+    plugin = (root / "cifarfw_my_log" / "plugin.py").read_text()
+    assert "class MyLogReporter:" in plugin and "def register_reporters(" in plugin
+    for path in root.rglob("*.py"):
+        assert "{{" not in path.read_text(), path
+
+
+def test_generated_reporter_plugin_passes_its_own_tests(cli, tmp_path):
+    """Nothing is installed: the generated tests load the plugin by its module path."""
+    import subprocess
+    import sys
+
+    cli("new-plugin", "run-log", "--kind", "reporter", "--dir", str(tmp_path))
+    tests = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"],
+        cwd=tmp_path / "cifarfw-run-log", capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert tests.returncode == 0, tests.stdout[-3000:] + tests.stderr[-2000:]
+    assert "5 passed" in tests.stdout, tests.stdout[-2000:]
+
+
+def test_new_plugin_framework_is_for_model_plugins_only(cli, tmp_path):
+    code, _, err = cli("new-plugin", "my-log", "--kind", "reporter", "--framework", "keras", "--dir", str(tmp_path))
+    assert_one_line_error(code, err, "--framework is for model plugins")
+    assert not (tmp_path / "cifarfw-my-log").exists()
