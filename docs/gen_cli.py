@@ -4,7 +4,8 @@
     .venv/bin/python docs/gen_cli.py --check   # exit 1 when docs/cli.md is out of date
 
 Only the text between the BEGIN/END markers is replaced. Plugins are not loaded
-(CIFARFW_PLUGINS=""), so the reference shows the core's commands and flags; commands and
+(CIFARFW_PLUGINS names only the default first-party plugins: authoring, compare, tensorboard), so the
+reference shows the commands and flags of a plain install; commands and
 model options that plugins add are described in prose above the markers.
 """
 
@@ -36,7 +37,7 @@ def commands(group: click.Group, ctx: click.Context) -> list[tuple[click.Context
 
 
 def reference() -> str:
-    os.environ["CIFARFW_PLUGINS"] = ""  # the core only
+    os.environ["CIFARFW_PLUGINS"] = "authoring,compare,tensorboard"  # a plain install, no model plugin
     from cifarfw.cli import cli
 
     settings = {**cli.context_settings, "max_content_width": 100, "terminal_width": 100}

@@ -20,7 +20,7 @@ from cifarfw import hookimpl, hookspecs, runner, session
 from cifarfw.data import Dataset, synthetic
 from cifarfw.errors import UsageError
 from cifarfw.plugins import PluginHost
-from cifarfw.specs import DatasetSpec, ModelProviderSpec, ModelSpec, Option, ReporterSpec, TrainerSpec
+from cifarfw.specs import DatasetSpec, ExecutorSpec, ModelProviderSpec, ModelSpec, Option, ReporterSpec, TrainerSpec
 
 SMALL = {
     "dataset": "synthetic",
@@ -164,6 +164,36 @@ def test_hook_register_model_providers(host, tmp_path):
     run_dir = run(host, tmp_path, plugin="zoo-plugin", model_options={"depth": "3"}, model="tiny")
     assert (record_of(run_dir)["model"], record_of(run_dir)["recipe"]) == ("zoo/tiny", "zoo")
     assert asked == []  # nothing listed the zoo: a run looks up one model
+
+
+def test_hook_register_executors(host, tmp_path, monkeypatch):
+    class Executor:
+        @hookimpl
+        def register_executors(self, register):
+            register(ExecutorSpec("inline", lambda options: ("executor", options), (Option("slots", "runs at once"),)))
+
+    host.add(Executor(), "inline-executor")
+    host.collect()
+    assert host.executors["inline"].factory({"slots": 2}) == ("executor", {"slots": 2})
+    assert "executor:inline" in host.plugins["inline-executor"].registered
+    # What an executor tells the record of each run it starts, through the environment.
+    extra = {"sweep": {"name": "s1", "index": 3, "params": {"lr": 0.1}}, "executor": {"name": "inline", "node_id": "n"}}
+    monkeypatch.setenv("CIFARFW_RECORD_EXTRA", json.dumps({**extra, "status": "forged"}))
+    record = record_of(run(host, tmp_path, epochs=1))
+    assert {k: record[k] for k in extra} == extra and record["status"] == "finished" and record["host"]
+
+
+def test_a_reporter_can_stop_a_run_with_a_status(host, tmp_path):
+    class Pruner:
+        @hookimpl
+        def on_epoch_end(self, run, epoch):
+            if epoch == 1:
+                run.request_stop("pruned")
+
+    host.add(Pruner(), "pruner")
+    record = record_of(run(host, tmp_path, epochs=3))  # no error: stopping was asked for
+    assert record["status"] == "pruned" and [e["epoch"] for e in record["epochs"]] == [1]
+    assert record["checkpoint"]["epoch"] == 1
 
 
 def test_hook_on_session_end(host, tmp_path):

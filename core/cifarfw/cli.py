@@ -6,6 +6,7 @@ docs/exit-codes.md; set CIFARFW_DEBUG=1 to see tracebacks of internal errors.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import os
@@ -19,6 +20,7 @@ from cifarfw import config as config_mod
 from cifarfw.config import RunConfig
 from cifarfw.errors import CifarfwError, UsageError
 from cifarfw.metrics import BY_NAME
+from cifarfw.suggest import did_you_mean
 
 RUN_HELP = """Train a model plugin's model, e.g. `cifarfw run --plugin torch-cnn`.
 
@@ -51,7 +53,10 @@ class CifarfwGroup(click.Group):
         root = ctx.find_root()
         root.ensure_object(dict)
         if "plugin_commands" not in root.obj:
-            staging = click.Group()
+            # Plugins get this invocation's own copies of the core's groups, so they may add
+            # subcommands (`plugins check`) without changing the CLI for the next invocation.
+            core = {n: _copy_group(c) for n, c in self.commands.items()}
+            staging = click.Group(commands=dict(core))
             host = _host(ctx)
             for impl in host.pm.hook.register_commands.get_hookimpls():
                 try:
@@ -60,7 +65,7 @@ class CifarfwGroup(click.Group):
                     info = host.plugins.get(impl.plugin_name)
                     if info is not None:
                         info.status, info.error = "failed", f"register_commands: {type(err).__name__}: {err}"
-            root.obj["plugin_commands"] = {n: c for n, c in staging.commands.items() if n not in self.commands}
+            root.obj["plugin_commands"] = {**staging.commands, **core}  # a plugin never replaces a core command
         return root.obj["plugin_commands"]
 
     def list_commands(self, ctx: click.Context) -> list[str]:
@@ -69,15 +74,11 @@ class CifarfwGroup(click.Group):
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         if cmd_name == "run":
             return _run_command(_host(ctx))
-        if cmd_name in self.commands:
-            return self.commands[cmd_name]
         return self._plugin_commands(ctx).get(cmd_name)
 
     def resolve_command(self, ctx: click.Context, args: list[str]) -> Any:
         name = args[0] if args else ""
         if name and not name.startswith("-") and self.get_command(ctx, name) is None:
-            from cifarfw.suggest import did_you_mean
-
             raise UsageError(f"no command {name!r}{did_you_mean(name, self.list_commands(ctx))}; see cifarfw --help")
         return super().resolve_command(ctx, args)
 
@@ -383,6 +384,14 @@ def main(argv: list[str] | None = None) -> None:
         )
         sys.exit(1)
     sys.exit(code if isinstance(code, int) else 0)
+
+
+def _copy_group(command: click.Command) -> click.Command:
+    if not isinstance(command, click.Group):
+        return command
+    group = copy.copy(command)
+    group.commands = dict(command.commands)
+    return group
 
 
 def _one_line(message: str) -> str:

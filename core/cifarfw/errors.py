@@ -55,6 +55,17 @@ class NonFiniteLossError(CifarfwError):
     exit_code = 8
 
 
+class RunStopped(CifarfwError):
+    """A reporter asked the run to stop at its next checkpoint (a sweep pruning it, say);
+    not a failure: the run ends with ``status`` and the command succeeds."""
+
+    exit_code = 0
+
+    def __init__(self, message: str, status: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
 class RunInterrupted(CifarfwError):
     """SIGINT or SIGTERM stopped the run at a safe point, after a checkpoint."""
 

@@ -29,10 +29,18 @@ if TYPE_CHECKING:
     import numpy as np
 
     from cifarfw.runs import Run
-    from cifarfw.specs import DatasetSpec, ModelProviderSpec, ModelSpec, ReporterSpec, RunResult, TrainerSpec
+    from cifarfw.specs import (
+        DatasetSpec,
+        ExecutorSpec,
+        ModelProviderSpec,
+        ModelSpec,
+        ReporterSpec,
+        RunResult,
+        TrainerSpec,
+    )
 
 PROJECT = "cifarfw"
-# 1: the first contract. 2: register_model_providers, on_session_end.
+# 1: the first contract. 2: register_model_providers, register_executors, on_session_end.
 HOOK_API_VERSION = 2
 
 hookspec = pluggy.HookspecMarker(PROJECT)
@@ -56,6 +64,11 @@ def register_models(register: Callable[[ModelSpec], None]) -> None:
 def register_model_providers(register: Callable[[ModelProviderSpec], None]) -> None:
     """Register lazily listed model families (zoos): ``register(ModelProviderSpec(namespace, names,
     spec, framework))``. Their models are named ``<namespace>/<name>``. (Hook API 2.)"""
+
+
+@hookspec
+def register_executors(register: Callable[[ExecutorSpec], None]) -> None:
+    """Register sweep executors: ``register(ExecutorSpec(name, factory, options))``. (Hook API 2.)"""
 
 
 @hookspec

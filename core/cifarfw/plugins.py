@@ -28,7 +28,7 @@ from cifarfw.config import validate_recipe
 from cifarfw.errors import CifarfwError, PluginError, UsageError
 from cifarfw.registry import RegistryEntry as RegistryEntry  # where older code imports them from
 from cifarfw.registry import load_registry as load_registry
-from cifarfw.specs import DatasetSpec, ModelProviderSpec, ModelSpec, ReporterSpec, TrainerSpec
+from cifarfw.specs import DatasetSpec, ExecutorSpec, ModelProviderSpec, ModelSpec, ReporterSpec, TrainerSpec
 from cifarfw.suggest import did_you_mean
 
 ENTRY_POINT_GROUP = "cifarfw"
@@ -80,6 +80,7 @@ class PluginHost:
         self.trainers: dict[str, TrainerSpec] = {}  # keyed by framework
         self.reporters: dict[str, ReporterSpec] = {}
         self.providers: dict[str, ModelProviderSpec] = {}  # keyed by namespace
+        self.executors: dict[str, ExecutorSpec] = {}
         self._owner: dict[tuple[str, str], str] = {}
         self._provided_specs: dict[str, ModelSpec] = {}
         self._collected = False
@@ -144,6 +145,7 @@ class PluginHost:
         ("register_model_providers", ModelProviderSpec, "provider", "providers"),
         ("register_trainers", TrainerSpec, "trainer", "trainers"),
         ("register_reporters", ReporterSpec, "reporter", "reporters"),
+        ("register_executors", ExecutorSpec, "executor", "executors"),
     )
 
     def collect(self) -> None:

@@ -9,6 +9,7 @@ import json
 import os
 import platform
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -25,6 +26,7 @@ from cifarfw.errors import (
     PluginError,
     RunDirError,
     RunInterrupted,
+    RunStopped,
     UsageError,
     WeightsError,
 )
@@ -97,6 +99,25 @@ def group_id(config: config_mod.RunConfig) -> str:
     from cifarfw import runs
 
     return runs.group_id(config.as_dict())
+
+
+# What an executor running this process tells the record (a sweep's name, index and params;
+# the executor and its node), as JSON: a sweep runs each trial as an ordinary `cifarfw run`.
+RECORD_EXTRA_ENV = "CIFARFW_RECORD_EXTRA"
+RECORD_EXTRA_KEYS = ("sweep", "executor")
+
+
+def _record_extra() -> dict[str, Any]:
+    raw = os.environ.get(RECORD_EXTRA_ENV)
+    if not raw:
+        return {}
+    try:
+        extra = json.loads(raw)
+    except ValueError as err:
+        raise UsageError(f"{RECORD_EXTRA_ENV} is not JSON: {err}") from None
+    if not isinstance(extra, dict):
+        raise UsageError(f"{RECORD_EXTRA_ENV} must be a JSON object with keys {', '.join(RECORD_EXTRA_KEYS)}")
+    return {k: v for k, v in extra.items() if k in RECORD_EXTRA_KEYS}
 
 
 def _git_commit() -> str | None:
@@ -212,6 +233,8 @@ def execute(
         "versions": _versions(info.distribution if info else ""),
         "hardware": {"cpu": cpu_name(), "cpu_count": os.cpu_count(), "accelerator": "cpu"},
         "git_commit": _git_commit(),
+        "host": socket.gethostname(),
+        **_record_extra(),
         "started_at": now_iso(),
         "params": {"total": None, "trainable": None},
         "resolved": {},
@@ -254,6 +277,8 @@ def execute(
                         raise
                     result = trainer_spec.factory().fit(run)
                 status = "finished"
+            except RunStopped as err:
+                status = err.status  # asked for (a pruned sweep trial): no error
             except NonFiniteLossError as err:
                 status, error = "nan", err
             except RunInterrupted as err:

@@ -26,7 +26,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from cifarfw.errors import DiskFullError, RunDirError, RunInterrupted
+from cifarfw.errors import DiskFullError, RunDirError, RunInterrupted, RunStopped
 
 if TYPE_CHECKING:
     import pluggy
@@ -177,6 +177,12 @@ class Run:
     resume_checkpoint: Path | None = None  # set when continuing a run: the trainer restores it
     resumed_from_epoch: int = 0  # the last epoch the resumed run had completed
     stop_requested: int = 0  # the signal number of a SIGINT/SIGTERM asking the run to stop
+    stop_status: str = ""  # set by request_stop: the status the run ends with at its next checkpoint
+
+    def request_stop(self, status: str) -> None:
+        """End the run at its next checkpoint with ``status`` (e.g. ``"pruned"`` by a sweep's
+        reporter); its record and checkpoint are kept. Single-process runs only."""
+        self.stop_status = status
 
     def interrupted(self) -> RunInterrupted:
         """The error a trainer raises after writing its checkpoint when ``stop_requested``."""
@@ -206,6 +212,10 @@ class Run:
         getattr(self.hooks, event)(run=self, **kwargs)
         if event == "on_checkpoint" and self.stop_requested:
             raise self.interrupted()
+        if event == "on_checkpoint" and self.stop_status:
+            raise RunStopped(
+                f"run {self.id} stopped after epoch {kwargs.get('epoch')}: {self.stop_status}", self.stop_status
+            )
 
 
 def read_record(run_dir: Path) -> dict[str, Any]:

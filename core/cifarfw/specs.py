@@ -175,6 +175,18 @@ class ModelProviderSpec:
     description: str = ""
 
 
+@dataclass(frozen=True)
+class ExecutorSpec:
+    """Where a sweep's runs execute: ``factory(options)`` returns the executor (see
+    docs/sweeps.md for its interface); ``options`` are the flags it adds to ``cifarfw sweep``
+    (``--ray-address``, ...). The local executor is built in; Ray's is a plugin."""
+
+    name: str
+    factory: Callable[..., Any]
+    options: Sequence[Option] = ()
+    description: str = ""
+
+
 @dataclass
 class RunResult:
     """What a trainer returns: final metrics (same names as epoch metrics) and timing."""
