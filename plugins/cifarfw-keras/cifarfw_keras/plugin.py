@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 
 # The trainer's vocabulary: what --optimizer and --schedule accept for Keras models
 # (cifarfw_keras.trainer implements each; config validation asks this list).
-OPTIMIZERS = ("adam", "adamw", "sgd")
+OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
 SCHEDULES = ("constant", "step", "cosine", "onecycle")
 
 

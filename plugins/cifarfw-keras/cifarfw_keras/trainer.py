@@ -63,6 +63,9 @@ def optimizer(config: RunConfig, steps: int) -> Any:
         return keras.optimizers.AdamW(lr, weight_decay=config.weight_decay)
     if config.optimizer == "sgd":
         return keras.optimizers.SGD(lr, momentum=config.momentum, nesterov=config.nesterov, weight_decay=decay)
+    if config.optimizer == "rmsprop":
+        # Keras's defaults (rho 0.9, no momentum): --momentum's default 0.9 is SGD's, not RMSprop's.
+        return keras.optimizers.RMSprop(lr, weight_decay=decay)
     raise UsageError(f"unknown optimizer {config.optimizer!r}")
 
 
