@@ -10,19 +10,35 @@ for in 16 bits resize the uint8 pixels first: see :meth:`BatchPipeline.eval_batc
 The result is NCHW in channels_last memory (NHWC storage) unless the run turned
 channels_last off.
 
-Randomness comes from an explicit generator (see :func:`draw_epoch`): the trainer
-seeds one per epoch from (seed, epoch), so a resumed run sees the same batches.
+Randomness comes from an explicit generator (see :func:`draw_epoch`), seeded per epoch
+from (seed, epoch), so a resumed run sees the same batches.
+
+What a fit trains on is a :class:`BatchSource`, chosen once when the fit starts:
+:class:`LivePipeline` (these augmented batches through the whole model) or
+:class:`cifarfw_torch.features.FeatureCache` (a frozen prefix's outputs, computed once,
+through the head). The trainer's loop is the same for both.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, fields
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from cifarfw.config import Augment
+from cifarfw_torch.runtime import epoch_generator
+
+if TYPE_CHECKING:
+    from cifarfw.runs import Run
+    from cifarfw_torch.distributed import Group
+    from cifarfw_torch.runtime import Runtime
+
+Batch = tuple[int, torch.Tensor, torch.Tensor, int]  # (step, inputs, labels, global batch size)
 
 
 @dataclass
@@ -191,3 +207,100 @@ class BatchPipeline:
 def _planes(pixels: torch.Tensor) -> torch.Tensor:
     """Packed int32 pixels (B, H, W) -> float (B, 3, H, W), contiguous, values 0-255."""
     return pixels.view(torch.uint8).unflatten(-1, (-1, 4)).permute(0, 3, 1, 2)[:, :3].float()
+
+
+def steps_per_epoch(n: int, batch_size: int, world_size: int = 1) -> int:
+    """Batches of an epoch: the last, partial batch is kept unless it holds a single image
+    per process (batch norm cannot train on one)."""
+    full, rest = divmod(n, batch_size)
+    return max(1, full + (1 if rest >= 2 * world_size else 0))
+
+
+class BatchSource(Protocol):
+    """Where a fit's training batches and evaluation inputs come from.
+
+    ``trained`` is the module the optimizer trains, called on every training batch;
+    ``evaluated``, when not None, is called on the evaluation inputs instead of it.
+    """
+
+    trained: nn.Module
+    evaluated: nn.Module | None
+    train: DeviceSplit
+    test: DeviceSplit
+    steps: int  # training steps per epoch
+
+    def describe(self) -> dict[str, Any]:
+        """Entries for run.json's ``resolved``."""
+        ...
+
+    def prepare(self) -> float:
+        """Work done once before training (a cache build); returns its seconds."""
+        ...
+
+    def train_batches(self, epoch: int) -> Iterator[Batch]:
+        """Epoch ``epoch``'s batches, this process's block of each global batch."""
+        ...
+
+    def eval_batches(self, first: int, last: int) -> Iterator[tuple[torch.Tensor, Iterator[torch.Tensor]]]:
+        """``(index, views)`` for test images ``first:last`` in batches: the inputs of the
+        image and, under test-time augmentation, of its mirror (made as they are used)."""
+        ...
+
+    def extra(self) -> dict[str, Any]:
+        """Entries for the run result's ``extra``."""
+        ...
+
+
+class LivePipeline:
+    """Both splits on the device and a :class:`BatchPipeline`: augmented batches for the whole model."""
+
+    def __init__(self, model: nn.Module, run: Run, runtime: Runtime, group: Group) -> None:
+        config, spec, dataset = run.config, run.model, run.dataset
+        self.trained: nn.Module = model
+        self.evaluated: nn.Module | None = None
+        self.train = DeviceSplit.from_numpy(dataset.train.images, dataset.train.labels, runtime.device)
+        self.test = DeviceSplit.from_numpy(dataset.test.images, dataset.test.labels, runtime.device)
+        self.pipeline = BatchPipeline(
+            spec.mean, spec.std, spec.input_size, config.augment, runtime.device, runtime.channels_last
+        )
+        self.augment = config.augment  # what an epoch's draw covers
+        self.seed, self.batch_size, self.tta = config.seed, config.batch_size, config.tta
+        self.device, self.group = runtime.device, group
+        self.steps = steps_per_epoch(len(self.train), config.batch_size, group.world_size)
+        self.eval_size = 512 if spec.input_size <= 64 else 128
+
+    def describe(self) -> dict[str, Any]:
+        return {}
+
+    def prepare(self) -> float:
+        return 0.0
+
+    def extra(self) -> dict[str, Any]:
+        return {}
+
+    def train_batches(self, epoch: int) -> Iterator[Batch]:
+        draw = draw_epoch(len(self.train), self.augment, epoch_generator(self.seed, epoch), self.device)
+        return self._steps(draw)
+
+    def _steps(self, draw: EpochDraw) -> Iterator[Batch]:
+        n, size = len(self.train), self.batch_size
+        for step in range(1, self.steps + 1):
+            start, stop = (step - 1) * size, min(n, step * size)
+            x, y = self._batch(draw.batch(*self.group.shard(start, stop)))
+            yield step, x, y, stop - start
+
+    def _batch(self, draw: EpochDraw) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.pipeline.train_batch(self.train, draw)
+
+    def eval_batches(self, first: int, last: int) -> Iterator[tuple[torch.Tensor, Iterator[torch.Tensor]]]:
+        flips = (False, True) if self.tta else (False,)
+        for start in range(first, last, self.eval_size):
+            index = torch.arange(start, min(last, start + self.eval_size), device=self.device)
+            yield index, self._views(index, flips)
+
+    def _views(self, index: torch.Tensor, flips: tuple[bool, ...]) -> Iterator[torch.Tensor]:
+        for flip in flips:
+            yield self._eval_inputs(index, flip)
+
+    def _eval_inputs(self, index: torch.Tensor, flip: bool) -> torch.Tensor:
+        return self.pipeline.eval_batch(self.test, index, flip=flip)

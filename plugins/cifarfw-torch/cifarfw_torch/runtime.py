@@ -143,9 +143,25 @@ def validate_config(config: RunConfig, model: ModelSpec) -> None:
         raise UsageError(
             "--compile on a CPU needs a C++ compiler (g++ or clang++) on PATH; install one or drop --compile"
         )
+    if runtime.device.type == "cpu":
+        env_threads()  # a bad CIFARFW_TORCH_THREADS is refused before the run folder exists
 
 
 THREADS_ENV = "CIFARFW_TORCH_THREADS"
+
+
+def env_threads() -> int | None:
+    """``CIFARFW_TORCH_THREADS`` as a count (None when unset or ``auto``); UsageError when malformed."""
+    wanted = os.environ.get(THREADS_ENV, "").strip()
+    if not wanted or wanted == "auto":
+        return None
+    try:
+        count = int(wanted)
+    except ValueError:
+        count = 0
+    if count < 1:
+        raise UsageError(f"{THREADS_ENV} must be a positive integer or auto, got {wanted!r}")
+    return count
 
 
 def busy_cores(window_s: float = 0.5) -> float | None:
@@ -184,12 +200,9 @@ def choose_threads() -> tuple[int, str]:
     (rounded), at least one. Busy cores are measured over half a second at the start
     (:func:`busy_cores`; the 1-minute load average where /proc/stat is missing).
     """
-    wanted = os.environ.get(THREADS_ENV, "").strip()
-    if wanted and wanted != "auto":
-        try:
-            return max(1, int(wanted)), THREADS_ENV
-        except ValueError:
-            raise UsageError(f"{THREADS_ENV} must be a positive integer or auto, got {wanted!r}") from None
+    wanted = env_threads()
+    if wanted is not None:
+        return wanted, THREADS_ENV
     default = torch.get_num_threads()
     if os.environ.get("OMP_NUM_THREADS"):
         return default, "default"
@@ -204,11 +217,56 @@ def choose_threads() -> tuple[int, str]:
     return default, "default"
 
 
+def _threads(count: int) -> str:
+    return f"{count} thread{'s' if count != 1 else ''}"
+
+
+def plan_threads(deterministic: bool, recorded: Any = None) -> tuple[int, str]:
+    """A CPU run's intra-op thread count, and why in words (run.json's notes, the console).
+
+    The count changes the numbers (parallel reductions add in another order), so a run's
+    results hold only for the count it ran with:
+
+    * a resume (``recorded``: the count in the run's record) continues with that count;
+    * ``deterministic`` runs use ``CIFARFW_TORCH_THREADS`` when set, else torch's default
+      (one per core, or ``OMP_NUM_THREADS``), whatever the load;
+    * other runs take :func:`choose_threads`: fewer threads on a machine that other work
+      keeps busy, for speed.
+    """
+    if isinstance(recorded, int) and not isinstance(recorded, bool) and recorded > 0:
+        why = f"resuming with {_threads(recorded)} as the run started"
+        wanted = env_threads()
+        if wanted is not None and wanted != recorded:
+            why += f" ({THREADS_ENV}={wanted} is not applied: another count would give other numbers)"
+        return recorded, why
+    if deterministic:
+        wanted = env_threads()
+        if wanted is not None:
+            return wanted, f"{_threads(wanted)}, as {THREADS_ENV} sets, whatever the load (--deterministic)"
+        count = torch.get_num_threads()
+        source = "OMP_NUM_THREADS" if os.environ.get("OMP_NUM_THREADS") else "one per core"
+        return count, f"{_threads(count)} ({source}), fixed by --deterministic whatever the load"
+    count, tag = choose_threads()
+    if tag == THREADS_ENV:
+        return count, f"{_threads(count)}, as {THREADS_ENV} sets"
+    if tag == "default":
+        source = "OMP_NUM_THREADS" if os.environ.get("OMP_NUM_THREADS") else "one per core"
+        return count, f"{_threads(count)} ({source})"
+    return count, (
+        f"using {count} of {_threads(torch.get_num_threads())}: {tag} at the start (for speed; "
+        f"--deterministic or {THREADS_ENV}=N fixes the count)"
+    )
+
+
 @contextlib.contextmanager
-def cpu_threads(device: torch.device) -> Iterator[tuple[int, str]]:
-    """Use :func:`choose_threads` threads for the run's duration (CPU runs), then restore."""
+def cpu_threads(device: torch.device, chosen: tuple[int, str] | None = None) -> Iterator[tuple[int, str]]:
+    """Use ``chosen`` (count, why) threads, else :func:`choose_threads`'s, for the run's
+    duration (CPU runs), then restore."""
     previous = torch.get_num_threads()
-    threads, why = choose_threads() if device.type == "cpu" else (previous, "default")
+    if device.type != "cpu":
+        threads, why = previous, "default"
+    else:
+        threads, why = chosen or choose_threads()
     torch.set_num_threads(threads)
     try:
         yield threads, why

@@ -1,1 +1,0 @@
-"""The contract test kit's parts; plugins import them from :mod:`cifarfw.testing`, the stable surface."""
