@@ -26,7 +26,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from cifarfw.errors import DiskFullError, RunDirError, RunInterrupted, RunStopped
+from cifarfw.errors import DiskFullError, RunDirError, RunInterrupted, RunStopped, UsageError
 
 if TYPE_CHECKING:
     import pluggy
@@ -247,15 +247,13 @@ def start_key(path: Path, record: Mapping[str, Any]) -> tuple[float, str]:
 
 
 def group_id(config: Mapping[str, Any]) -> str:
-    """The group of a config (``RunConfig.as_dict()``): runs that differ only in the keys of
-    ``GROUP_IGNORED`` share it, and the comparison averages over them."""
+    """The group of a config dict: runs differing only in ``GROUP_IGNORED`` keys share it."""
     values = {k: v for k, v in config.items() if k not in GROUP_IGNORED}
     return hashlib.sha1(json.dumps(values, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
 def final_metrics(record: Mapping[str, Any]) -> dict[str, float]:
-    """A run's results: its ``final`` metrics, else its last epoch's; ``train_seconds``, when
-    not recorded, is the sum of the epochs' ``seconds``. Numbers only."""
+    """A run's numbers: ``final`` over its last epoch's; no ``train_seconds``: the epochs' seconds summed."""
     epochs = [e for e in record.get("epochs") or [] if isinstance(e, Mapping)]
     values = {k: v for k, v in (epochs[-1] if epochs else {}).items() if k != "epoch"}
     values.update(record["final"] if isinstance(record.get("final"), Mapping) else {})
@@ -340,8 +338,7 @@ def _warn(message: str) -> None:
 
 
 def iter_runs(runs_root: str | Path, warn: Callable[[str], None] | None = _warn) -> Iterator[tuple[Path, dict]]:
-    """Every readable run folder under ``runs_root`` and its upgraded record, oldest first
-    (by ``started_at``); an unreadable one is skipped with one line to ``warn`` (None: silently)."""
+    """(folder, upgraded record) of each run, oldest first; a bad one is one line to ``warn`` (None: silent)."""
     root = Path(runs_root)
     if root.is_dir():
         yield from ((e.dir, e.record) for e in _listing(root, warn))
@@ -354,13 +351,10 @@ def select_runs(
     plugins: Sequence[str] = (),
     warn: Callable[[str], None] | None = _warn,
 ) -> list[RunEntry]:
-    """The runs ``refs`` name (ids, prefixes, paths, ``last``), else every run under
-    ``runs_root``; then only those of ``plugins`` (plugin or model names); then the ``latest``
-    N. Oldest first, each once. RunDirError when none is left, UsageError for ``latest`` < 1."""
+    """The runs ``refs`` name (ids, prefixes, paths, ``last``), else all under ``runs_root``; then
+    those of ``plugins`` (plugin or model names); then the ``latest`` N. Oldest first, each once."""
     root = Path(runs_root)
     if latest is not None and latest <= 0:
-        from cifarfw.errors import UsageError
-
         raise UsageError(f"--latest must be a positive integer, got {latest}")
     if refs:
         entries = [load_entry(find_run(root, ref)) for ref in refs]
@@ -377,10 +371,7 @@ def select_runs(
             raise RunDirError(f"no runs of {', '.join(plugins)} under {root}; `cifarfw runs` lists them")
     if latest is not None:
         entries = sorted(entries, key=lambda e: start_key(e.dir, e.record))[-latest:]
-    unique: dict[Path, RunEntry] = {}
-    for entry in entries:  # a run named twice is one run
-        unique.setdefault(entry.dir.resolve(), entry)
-    return list(unique.values())
+    return list({e.dir.resolve(): e for e in entries}.values())  # a run named twice is one run
 
 
 def lock_alive(run_dir: Path) -> bool:
