@@ -7,7 +7,7 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-from conftest import ROOT
+ROOT = Path(__file__).resolve().parents[1]
 
 CORE = ROOT / "core" / "cifarfw"
 FRAMEWORKS = {"torch", "torchvision", "tensorflow", "keras", "jax", "timm"}

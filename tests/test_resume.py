@@ -37,7 +37,7 @@ SIGNALLER = Signaller()
 
 @pytest.fixture
 def world(cli, entry_points, tmp_path):
-    entry_points(FAKE, SIGNALLER_EP)
+    entry_points(FAKE, SIGNALLER_EP, ("tensorboard", "cifarfw_tensorboard.plugin"))
     yield cli, tmp_path / "runs"
     SIGNALLER.signum = 0
 

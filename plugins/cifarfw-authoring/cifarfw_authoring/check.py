@@ -108,7 +108,7 @@ def _problems_of(
     from packaging.utils import canonicalize_name
 
     from cifarfw import __version__
-    from cifarfw.testing import hook_problems
+    from cifarfw_authoring.kit import hook_problems
 
     dist_name = ep.dist.name if ep.dist else ""
     problems: list[tuple[str, str]] = []

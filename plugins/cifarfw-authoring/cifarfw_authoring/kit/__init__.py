@@ -53,7 +53,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cifarfw.kit.base import (
+from cifarfw.specs import ModelSpec, ReporterSpec
+from cifarfw_authoring.kit.base import (
     HEAVY_MODULES,
     NUM_CLASSES,
     CheckResult,
@@ -69,7 +70,7 @@ from cifarfw.kit.base import (
     load_plugin,
     module_name,
 )
-from cifarfw.kit.models import (
+from cifarfw_authoring.kit.models import (
     FrameworkAdapter,
     check_forward,
     check_learns,
@@ -77,8 +78,7 @@ from cifarfw.kit.models import (
     check_recipes,
     check_trainer_run,
 )
-from cifarfw.kit.reporters import KIT_PLUGIN, NumpyPlugin, check_reporter_run
-from cifarfw.specs import ModelSpec, ReporterSpec
+from cifarfw_authoring.kit.reporters import KIT_PLUGIN, NumpyPlugin, check_reporter_run
 
 __all__ = [
     "HEAVY_MODULES",

@@ -15,10 +15,10 @@ from typing import Any, Protocol
 import numpy as np
 
 from cifarfw.hookspecs import hookimpl
-from cifarfw.kit.base import NUM_CLASSES, ContractError, PluginUnderTest
 from cifarfw.metrics import REQUIRED as REQUIRED_METRICS
 from cifarfw.plugins import PluginHost
 from cifarfw.specs import ModelSpec
+from cifarfw_authoring.kit.base import NUM_CLASSES, ContractError, PluginUnderTest
 
 
 class FrameworkAdapter(Protocol):

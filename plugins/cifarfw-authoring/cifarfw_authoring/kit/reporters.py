@@ -21,10 +21,10 @@ import numpy as np
 
 from cifarfw import hookspecs
 from cifarfw.hookspecs import hookimpl
-from cifarfw.kit.base import ContractError, PluginUnderTest
-from cifarfw.kit.models import root_folder, synthetic_run
 from cifarfw.runs import Run, atomic_write
 from cifarfw.specs import ModelSpec, ReporterSpec, RunResult, TrainerSpec
+from cifarfw_authoring.kit.base import ContractError, PluginUnderTest
+from cifarfw_authoring.kit.models import root_folder, synthetic_run
 
 KIT_PLUGIN = "cifarfw-kit-numpy"  # the name of the kit's own numpy plugin in the host
 EVENT_HOOKS = tuple(n for n in dir(hookspecs) if n.startswith("on_") and n != "on_session_end")
