@@ -53,6 +53,19 @@ def save(model: Any, directory: Path, epoch: int, state: dict[str, Any], keep: i
     return target
 
 
+def remove_leftovers(directory: Path) -> list[Path]:
+    """Delete the temporary files of checkpoint writes a kill interrupted: ``.epoch-NNNN.*.tmp.keras``
+    (the model) and ``.epoch-NNNN.json.*.tmp`` (the sidecar). ``save`` removes its own on any
+    error it lives through, but nothing runs after SIGKILL."""
+    removed = []
+    for pattern in (".epoch-*.tmp.keras", ".epoch-*.json.*.tmp"):
+        for path in sorted(Path(directory).glob(pattern)):
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+                removed.append(path)
+    return removed
+
+
 def listing(directory: Path) -> list[tuple[int, Path]]:
     """(epoch, path) of every checkpoint in ``directory``, oldest first."""
     found = []

@@ -107,6 +107,41 @@ def resolve_precision(requested: str, device: str, gpu: dict[str, Any]) -> str:
     return requested
 
 
+def _default_threads() -> int:
+    """What TensorFlow uses for a pool left at 0: the CPUs this process may run on."""
+    import os
+
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def set_threads(wanted: dict[str, Any] | None) -> tuple[dict[str, int], bool]:
+    """Fix TensorFlow's intra- and inter-op pool sizes for the run: ``wanted`` (a resumed run's
+    recorded ones) when given, else what TensorFlow would pick. Returns (the sizes in effect,
+    whether ``wanted`` could be honoured). The sizes decide how reductions split their work, so
+    a resume must run with the sizes the run began with; TensorFlow's own choice does not
+    depend on load, but it does on the CPUs a process is allowed (taskset, container limits)."""
+    from cifarfw_keras._tf import tf
+
+    threading = tf.config.threading
+    current = {
+        "intra_op": threading.get_intra_op_parallelism_threads() or _default_threads(),
+        "inter_op": threading.get_inter_op_parallelism_threads() or _default_threads(),
+    }
+    if not wanted:
+        wanted = current
+    target = {key: int(wanted.get(key) or current[key]) for key in current}
+    if target != current:
+        try:
+            threading.set_intra_op_parallelism_threads(target["intra_op"])
+            threading.set_inter_op_parallelism_threads(target["inter_op"])
+        except RuntimeError:  # TensorFlow's runtime already started in this process: pools are fixed
+            return current, False
+    return target, True
+
+
 def resolve(config: RunConfig) -> Runtime:
     device, gpu = resolve_device(config.device)
     precision = resolve_precision(config.precision, device, gpu)

@@ -254,6 +254,15 @@ class KerasTrainer:
         if placement is not None:
             distributed.check_batch(cfg.batch_size, placement)
             cfg.backend = run.record.setdefault("config", {})["backend"] = placement.backend
+        previous = run.record.get("resolved") or {}  # a resume's record, kept by the core
+        threads, honoured = runtime.set_threads(previous.get("threads") if run.resume_checkpoint else None)
+        if not honoured:
+            from cifarfw.runner import warn
+
+            warn(
+                f"TensorFlow's thread pools were already started with {threads}, not the {previous['threads']} "
+                "this run began with: results may differ in the last digits"
+            )
         rt = runtime.resolve(cfg)
         run.record.setdefault("versions", {}).update(_versions())
         run.record.setdefault("hardware", {})["accelerator"] = rt.accelerator
@@ -264,6 +273,8 @@ class KerasTrainer:
         with op_determinism(cfg.deterministic), distributed.device_scope(placement, rt.device):
             with distributed.model_scope(placement):  # the model's and optimizer's variables
                 if run.resume_checkpoint is not None:
+                    if run.is_main:
+                        checkpoints.remove_leftovers(run.checkpoint_dir)
                     model, saved = checkpoints.load(run.resume_checkpoint, spec.name)
                     start_epoch = int(saved["epoch"])
                     state["train_seconds"] = float(saved.get("train_seconds", 0.0))
@@ -281,6 +292,7 @@ class KerasTrainer:
                 "jit_compile": bool(cfg.compile),
                 "steps_per_execution": min(PROGRESS_EVERY, steps),
                 "outputs": "probabilities" if probabilities else "logits",
+                "threads": threads,  # a resume reuses these (set_threads)
             }
             if placement is not None:
                 run.record["resolved"].update(replicas=placement.replicas, jit_compile=False)
