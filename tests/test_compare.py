@@ -114,9 +114,13 @@ class _TableParser(HTMLParser):
             self._in_note, self._cell = True, []
         elif tag == "img":
             self.images.append(dict(attrs))
+        elif tag == "span" and "verdict" in (dict(attrs).get("class") or ""):
+            self._verdict, self._saved, self._cell = True, self._cell, None  # beside the cell, not in it
 
     def handle_endtag(self, tag):
-        if tag == "table":
+        if tag == "span" and getattr(self, "_verdict", False):
+            self._verdict, self._cell = False, self._saved
+        elif tag == "table":
             self._in_table = False
         elif tag in ("td", "th") and self._cell is not None and self._in_table:
             self.rows[-1].append("".join(self._cell))
@@ -389,11 +393,15 @@ def test_schema_zero_records_still_load_and_group_with_their_seeds(mixed_root, s
     code, out, err = cli("compare", str(old), str(study["dirs"][2]), str(study["dirs"][3]), "--format", "md")
     assert code == 0, err
     cells, _ = parse_md(out)
-    assert {col for _, col in cells} == {"keras-cnn (study)"}  # the old record's group is derived from its config
-    assert cells[("Testing accuracy", "keras-cnn (study)")].endswith("(n=3)")
-    assert cells[("Parameters (total)", "keras-cnn (study)")] == "1,930"
-    assert cells[("Dataset", "keras-cnn (study)")].startswith("synthetic")
-    assert runs.load_entry(old).record["schema_version"] == 1
+    # The old record knows its data by name only (no sizes, no subset, no verification): it
+    # cannot be shown to hold the same data as the new seeds, so it is a column of its own.
+    columns = sorted({col for _, col in cells})
+    assert len(columns) == 2 and all(c.startswith("keras-cnn (study) [") for c in columns), columns
+    assert sorted(cells[("Seeds", c)] for c in columns) == ["1 (0)", "2 (0, 1)"]
+    for column in columns:
+        assert cells[("Parameters (total)", column)] == "1,930"
+        assert cells[("Dataset", column)].startswith("synthetic")
+    assert runs.load_entry(old).record["schema_version"] == runs.SCHEMA_VERSION
 
 
 def test_a_newer_schema_is_refused_by_name_and_skipped_in_a_scan(mixed_root, cli):

@@ -24,14 +24,17 @@ DEFAULT_HTML = "cifarfw-compare.html"
 
 COMPARE_HELP = """Compare runs in one table: a column per model (seeds of one config are grouped,
 metrics shown as mean ± std (n)), the study's rows plus data, augmentation, precision,
-recipe and seeds; columns that differ in data, augmentation, epochs, batch size or
-precision are flagged. Reads run records only.
+recipe and seeds, model cost (MACs, checkpoint size, inference throughput); each column's
+test accuracy against the reference column's (difference, 95% CI, Welch's t-test, a
+verdict); columns (the study's too) that differ in data, data copy, augmentation, epochs,
+batch size or precision are flagged. Reads run records only.
 
 \b
 Examples:
   cifarfw compare                              every run under ./runs
   cifarfw compare --latest 4 --with-study      the last four runs beside the study
   cifarfw compare --plugin torch-cnn --plugin keras-cnn --format html --output report.html
+  cifarfw compare --reference 3f2a9c       the others tested against group (or run) 3f2a9c...
 """
 
 
@@ -43,6 +46,12 @@ Examples:
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default="md", show_default=True)
 @click.option("--output", "-o", metavar="PATH", help=f"Write to PATH (html default: {DEFAULT_HTML}).")
 @click.option("--with-study", is_flag=True, help="Add the study's published figures as reference columns.")
+@click.option(
+    "--reference",
+    metavar="RUN|GROUP",
+    help="The column the others are tested (Welch's t-test on test accuracy) and flagged against: "
+    "a run id or group id (or a unique prefix). Default: the first column.",
+)
 def compare_cmd(
     runs: tuple[str, ...],
     runs_root: str,
@@ -51,6 +60,7 @@ def compare_cmd(
     fmt: str,
     output: str | None,
     with_study: bool,
+    reference: str | None,
 ) -> None:
     from cifarfw.runs import select_runs
     from cifarfw_compare import compare
@@ -58,7 +68,7 @@ def compare_cmd(
     if output is not None:
         _check_writable(output)
     entries = select_runs(runs_root, runs, latest, plugins)
-    table = compare.build(entries, with_study=with_study, runs_root=runs_root)
+    table = compare.build(entries, with_study=with_study, runs_root=runs_root, reference=reference)
     text = render(table, fmt)
     if output is None and fmt == "html":
         output = DEFAULT_HTML

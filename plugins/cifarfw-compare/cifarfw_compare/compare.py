@@ -28,9 +28,11 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from cifarfw.errors import UsageError
 from cifarfw.metrics import BY_NAME, COMPARISON_ROWS
 from cifarfw.report import augmentation_summary
 from cifarfw.runs import FINISHED, GROUP_IGNORED, RunEntry, final_metrics, lock_alive
+from cifarfw_compare import significance
 
 # (key, label) of every row, in order; the study's rows first. Metric rows come from the
 # registry of metric names (cifarfw.metrics), in its order.
@@ -40,8 +42,13 @@ ROWS: tuple[tuple[str, str], ...] = (
     ("framework", "Framework"),
     ("status", "Status"),
     *((name, BY_NAME[name].label) for name in COMPARISON_ROWS),
+    ("vs_reference", "Test accuracy vs reference (Welch 95% CI)"),
     ("params_total", "Parameters (total)"),
     ("params_trainable", "Parameters (trainable)"),
+    ("macs", "MACs per image (forward)"),
+    ("checkpoint_size", "Checkpoint size"),
+    ("inference_b1", "Inference, batch 1 (images/s)"),
+    ("inference_b256", "Inference, batch 256 (images/s)"),
     ("epochs", "Epochs"),
     ("batch_size", "Batch size"),
     ("lr", "Learning rate"),
@@ -59,6 +66,7 @@ ROWS: tuple[tuple[str, str], ...] = (
 # The settings that make two columns not directly comparable when they differ.
 COMPARABILITY = (
     ("dataset", "data"),
+    ("data_copy", "data copy"),
     ("augmentation", "augmentation"),
     ("epochs", "epochs"),
     ("batch_size", "batch size"),
@@ -88,6 +96,7 @@ class Column:
     cells: dict[str, str] = field(default_factory=dict)
     stats: dict[str, dict[str, float | int | None]] = field(default_factory=dict)
     settings: dict[str, str] = field(default_factory=dict)  # what comparability looks at
+    vs_reference: dict[str, Any] | None = None  # significance.welch against the reference column
 
     @property
     def group(self) -> str:
@@ -167,6 +176,75 @@ def _official_cell(dataset: Mapping[str, Any]) -> str:
     return "unknown"
 
 
+def _data_copy(dataset: Mapping[str, Any]) -> str:
+    """Which copy of the data, without its path: two folders of the same files are one copy."""
+    verified = str(dataset.get("verified") or "")
+    if dataset.get("official") is True or verified == "official":
+        return "official"
+    return {"checksums": "local copy (checksum file)", "generated": "generated"}.get(
+        verified.split(":")[0], "unverified"
+    )
+
+
+_AUGMENT_KEYS = {"crop": "crop_padding", "flip": "flip", "brightness": "brightness"}
+
+
+def applied_augmentation(record: Mapping[str, Any]) -> str:
+    """The augmentation a run trained with: ``resolved.augmentation`` when the trainer recorded
+    it, else the config's less what ``resolved.feature_cache.dropped`` lists, saying so."""
+    resolved = record.get("resolved") or {}
+    if isinstance(resolved.get("augmentation"), str):
+        return resolved["augmentation"]
+    augment = dict((record.get("config") or {}).get("augment") or {})
+    cache = resolved.get("feature_cache")
+    dropped = [d for d in (cache.get("dropped") or []) if d in _AUGMENT_KEYS] if isinstance(cache, Mapping) else []
+    for name in dropped:
+        augment[_AUGMENT_KEYS[name]] = 0
+    text = augmentation_summary(augment)
+    return f"{text} ({', '.join(dropped)} dropped by the feature cache)" if dropped else text
+
+
+def _bytes(value: Any) -> str:
+    return f"{value / 1e6:.2f} MB" if isinstance(value, int | float) and not isinstance(value, bool) else "-"
+
+
+def _cost_cells(records: Sequence[Mapping[str, Any]]) -> tuple[dict[str, str], dict[str, dict[str, Any]]]:
+    """The cost rows (run.json ``cost``): MACs, checkpoint size, inference throughput (mean ± std
+    over seeds, with the device and thread count it was measured with)."""
+    costs = [r.get("cost") if isinstance(r.get("cost"), Mapping) else {} for r in records]
+    cells = {
+        "macs": _join_unique(_count(c.get("macs_per_image")) for c in costs),
+        "checkpoint_size": _join_unique(_bytes(c.get("checkpoint_bytes")) for c in costs),
+    }
+    stats = {}
+    for key, batch in (("inference_b1", "batch_1"), ("inference_b256", "batch_256")):
+        runs = [c.get("inference") or {} for c in costs]
+        stats[key] = mean_std(
+            [float(i[f"{batch}_images_per_s"]) for i in runs if _is_number(i.get(f"{batch}_images_per_s"))]
+        )
+        if not stats[key]["n"]:
+            cells[key] = "-"
+            continue
+        mean, std = stats[key]["mean"], stats[key]["std"]
+        where = _join_unique(
+            f"{i.get('device', '?')}, {i.get('threads', '?')} threads"
+            + (
+                f", batch {i['batch_256_size']}"
+                if batch == "batch_256" and i.get("batch_256_size") not in (None, 256)
+                else ""
+            )
+            for i in runs
+            if i
+        )
+        spread = f" ± {std:,.0f}" if std is not None else ""
+        cells[key] = f"{mean:,.0f}{spread} (n={stats[key]['n']}; {where})"
+    return cells, stats
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
 def _optimizer_cell(config: Mapping[str, Any]) -> str:
     text = str(config.get("optimizer", "?"))
     if text == "sgd":
@@ -197,7 +275,8 @@ def _settings(records: Sequence[Mapping[str, Any]]) -> dict[str, str]:
         "accelerator": _join_unique((r.get("hardware") or {}).get("accelerator") for r in records),
         "dataset": _dataset_cell(dataset),
         "official": _official_cell(dataset),
-        "augmentation": augmentation_summary(config.get("augment")),
+        "data_copy": _data_copy(dataset),
+        "augmentation": _join_unique(applied_augmentation(r) for r in records),
         "precision": _join_unique(
             (r.get("resolved") or {}).get("precision") or (r.get("config") or {}).get("precision") for r in records
         ),
@@ -249,7 +328,9 @@ def _disambiguate(columns: list[Column]) -> None:
             if k not in GROUP_IGNORED and len({json.dumps(f.get(k), default=str) for f in flats}) > 1
         ]
         for column, flat in zip(same, flats, strict=True):
-            extra = ", ".join(f"{k}={flat.get(k)}" for k in differing[:2]) or column.group
+            # An unset key reads "no data_dir", never an empty "data_dir=".
+            shown = (f"{k}={flat[k]}" if flat.get(k) not in (None, "") else f"no {k}" for k in differing[:2])
+            extra = ", ".join(shown) or column.group
             column.label = f"{label} [{extra}]"
     # Still equal (e.g. a group split into finished seeds and an unfinished run): number them.
     counts: dict[str, int] = {}
@@ -262,8 +343,13 @@ def _disambiguate(columns: list[Column]) -> None:
             column.label = f"{column.label} #{seen[column.label]}"
 
 
-def build(entries: Sequence[RunEntry], with_study: bool = False, runs_root: str | Path = "") -> Comparison:
-    """The comparison of ``entries`` (grouped into columns), plus the study when asked."""
+def build(
+    entries: Sequence[RunEntry], with_study: bool = False, runs_root: str | Path = "", reference: str | None = None
+) -> Comparison:
+    """The comparison of ``entries`` (grouped into columns), plus the study when asked.
+
+    ``reference`` (a run id or prefix, or a group id or prefix) names the column every other
+    is tested and flagged against; default: the first column of finished runs."""
     groups: dict[str, list[RunEntry]] = {}
     for entry in entries:
         groups.setdefault(str(entry.record.get("group")), []).append(entry)
@@ -276,16 +362,59 @@ def build(entries: Sequence[RunEntry], with_study: bool = False, runs_root: str 
             if entry.status != FINISHED:
                 columns.append(_unfinished_column(entry))
     _disambiguate(columns)
-    notes = _flag_comparability(columns)
+    chosen = _reference(columns, reference)
+    notes = _flag_comparability(columns, chosen)
+    if chosen is not None:
+        _significance(columns, chosen)
     if any(c.kind == "runs" and c.status != FINISHED for c in columns):
         notes.append("Runs that did not finish are shown alone with their status and last epoch, never averaged.")
     if with_study:
         published = study()
         for column in published["column"]:
-            cells = {**published["common"], **{k: v for k, v in column.items() if k not in ("key", "label")}}
-            columns.append(Column(column["key"], column["label"], "study", "published", cells=cells))
+            cells = {**published["common"], **{k: v for k, v in column.items() if k not in ("key", "label", "augment")}}
+            cells["vs_reference"] = "published figure: no test"
+            settings = {key: str(cells.get(key, "-")) for key, _ in COMPARABILITY}
+            settings.update(data_copy="official", augmentation=augmentation_summary(column.get("augment")))
+            verdict = {"diff": None, "ci95": None, "p": None, "verdict": cells["vs_reference"]}
+            columns.append(
+                Column(column["key"], column["label"], "study", "published", [], cells, {}, settings, verdict)
+            )
+        notes.extend(_flag_study(columns))
         notes.extend(published["notes"])
     return Comparison(columns, notes, str(runs_root))
+
+
+def _reference(columns: list[Column], wanted: str | None) -> Column | None:
+    """The reference column: the one holding run or group ``wanted``, else the first finished one."""
+    runs = [c for c in columns if c.kind == "runs"]
+    if wanted is None:
+        return next((c for c in runs if c.status == FINISHED), runs[0] if runs else None)
+    for match in (lambda a, b: a == b, lambda a, b: a.startswith(b)):  # exact names first, then prefixes
+        found = [c for c in runs if match(c.group, wanted) or any(match(e.id, wanted) for e in c.runs)]
+        if len(found) == 1:
+            return found[0]
+        if len(found) > 1:
+            raise UsageError(f"--reference {wanted} matches {len(found)} columns; give more of the run or group id")
+    known = ", ".join(sorted({c.group for c in runs if c.group})) or "none"
+    raise UsageError(f"--reference {wanted}: no run or group of that id among the compared runs (groups: {known})")
+
+
+def _test_accuracies(column: Column) -> list[float]:
+    return [m["test_acc"] for m in (final_metrics(e.record) for e in column.runs) if "test_acc" in m]
+
+
+def _significance(columns: list[Column], reference: Column) -> None:
+    """Each finished column's test accuracy against the reference's: Welch's t-test."""
+    baseline = _test_accuracies(reference)
+    for column in (c for c in columns if c.kind == "runs"):
+        if column is reference:
+            column.vs_reference = {"diff": None, "ci95": None, "p": None, "verdict": "reference"}
+        elif column.status != FINISHED:
+            column.vs_reference = {"diff": None, "ci95": None, "p": None, "verdict": "not finished: no test"}
+        else:
+            result = significance.welch(_test_accuracies(column), baseline)
+            column.vs_reference = {k: result[k] for k in ("diff", "ci95", "p", "verdict")}
+        column.cells["vs_reference"] = significance.describe(column.vs_reference)
 
 
 def _group_column(group: str, finished: list[RunEntry], members: int) -> Column:
@@ -297,6 +426,9 @@ def _group_column(group: str, finished: list[RunEntry], members: int) -> Column:
     for key in COMPARISON_ROWS:
         stats[key] = mean_std([m[key] for m in metrics if key in m])
         cells[key] = format_stat(key, stats[key])
+    cost_cells, cost_stats = _cost_cells(records)
+    cells.update(cost_cells)
+    stats.update(cost_stats)
     other = members - len(finished)
     cells["status"] = FINISHED + (f" ({other} unfinished run{'s' * (other > 1)} shown apart)" if other else "")
     seeds = [str(r.get("seed", "?")) for r in records]
@@ -315,6 +447,7 @@ def _unfinished_column(entry: RunEntry) -> Column:
         value = last.get(key)
         stats[key] = {"mean": value, "std": None, "n": 1 if value is not None else 0}
         cells[key] = "-" if value is None else format_stat(key, stats[key]).replace("(n=1)", f"(epoch {len(epochs)})")
+    cells.update(_cost_cells([entry.record])[0])
     cells["status"] = _status_cell(entry)
     cells["seeds"] = f"1 ({entry.record.get('seed', '?')})"
     cells["runs"] = entry.id
@@ -322,12 +455,11 @@ def _unfinished_column(entry: RunEntry) -> Column:
     return Column(f"run:{entry.id}", label, "runs", entry.status, [entry], cells, stats, settings)
 
 
-def _flag_comparability(columns: list[Column]) -> list[str]:
-    """Fill the 'Directly comparable' row against the first column; return the notes."""
+def _flag_comparability(columns: list[Column], reference: Column | None) -> list[str]:
+    """Fill the 'Directly comparable' row against the reference column; return the notes."""
     runs = [c for c in columns if c.kind == "runs"]
-    if not runs:
+    if not runs or reference is None:
         return []
-    reference = runs[0]
     notes = []
     for key, name in COMPARABILITY:
         values = {c.label: c.settings.get(key, "-") for c in runs}
@@ -343,9 +475,37 @@ def _flag_comparability(columns: list[Column]) -> list[str]:
     return notes
 
 
+def _flag_study(columns: list[Column]) -> list[str]:
+    """Each study column against the run columns of its plugin: the settings that differ
+    (epochs, data, data copy, augmentation, batch size, precision), as for any other column."""
+    notes = []
+    for published in (c for c in columns if c.kind == "study"):
+        mine = [c for c in columns if c.kind == "runs" and c.settings.get("plugin") == published.cells.get("plugin")]
+        flagged = []
+        for column in mine:
+            differs = [
+                f"{name} ({column.settings.get(key, '-')} vs {published.settings.get(key, '-')})"
+                for key, name in COMPARABILITY
+                if column.settings.get(key, "-") != published.settings.get(key, "-")
+            ]
+            if differs:
+                flagged.append(column.label)
+                notes.append(
+                    f"Not directly comparable with {published.label}: {column.label} differs in {'; '.join(differs)}."
+                )
+        if flagged:
+            published.cells["comparable"] = f"study; differs from {', '.join(flagged)} (see notes)"
+        elif mine:
+            published.cells["comparable"] = f"study; same settings as {', '.join(c.label for c in mine)}"
+    return notes
+
+
 # --- formats ----------------------------------------------------------------------------
 
-LEGEND = "Metrics are mean ± sample std over seeds (n = finished runs); accuracies in %."
+LEGEND = (
+    "Metrics are mean ± sample std over seeds (n = finished runs); accuracies in %. Test accuracy vs reference: "
+    "difference of means in percentage points, its 95% confidence interval and Welch's t-test p-value."
+)
 
 
 def rows_of(table: Comparison) -> list[list[str]]:
@@ -394,6 +554,7 @@ def to_dict(table: Comparison) -> dict[str, Any]:
                 "group": c.group,
                 "runs": [{"id": e.id, "seed": e.record.get("seed"), "status": e.status} for e in c.runs],
                 "stats": {row: {k: _finite_or_text(v) for k, v in stat.items()} for row, stat in c.stats.items()},
+                "vs_reference": c.vs_reference,
             }
             for c in table.columns
         ],

@@ -33,6 +33,10 @@ figure { display: inline-block; margin: 0.5rem 1rem 1rem 0; vertical-align: top;
 figcaption { font-size: 0.85rem; color: #444; max-width: 40rem; }
 img { max-width: 100%; height: auto; }
 .missing { color: #a00; }
+.verdict { display: block; font-size: 0.75rem; color: #555; }
+.verdict-better { color: #060; font-weight: 600; }
+.verdict-worse { color: #a00; font-weight: 600; }
+h3 { overflow-wrap: anywhere; }
 """
 
 
@@ -80,12 +84,20 @@ def load_predictions(entry: RunEntry) -> dict[str, np.ndarray] | None:
 
 
 def _curves(columns: Sequence[Column]) -> str | None:
-    """Loss and accuracy against epoch, every column overlaid (train solid, test dashed)."""
+    """Loss and accuracy against epoch, every column overlaid (train solid, test dashed).
+
+    The legend sits below both plots, outside them (constrained layout makes room), one
+    entry per column and one per line style, so it never covers a curve whatever the
+    number of columns or the length of their labels."""
     plt = figures.pyplot()
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.2), dpi=80)
+    from matplotlib.lines import Line2D
+
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.2), dpi=80, layout="constrained")
     drawn = False
+    handles = []
     for index, column in enumerate(columns):
         colour = f"C{index % 10}"
+        handles.append(Line2D([], [], color=colour, marker="o", markersize=3, label=figures.wrap(column.label, 60)))
         for ax, metric in ((axes[0], "loss"), (axes[1], "acc")):
             for split, style in (("train", "-"), ("test", "--")):
                 key = f"{split}_{metric}"
@@ -100,7 +112,7 @@ def _curves(columns: Sequence[Column]) -> str | None:
                 scale = 100.0 if metric == "acc" else 1.0
                 mean = np.array([np.mean(by_epoch[x]) for x in xs]) * scale
                 std = np.array([np.std(by_epoch[x], ddof=1) if len(by_epoch[x]) > 1 else 0.0 for x in xs]) * scale
-                ax.plot(xs, mean, style, color=colour, marker="o", markersize=3, label=f"{column.label} {split}")
+                ax.plot(xs, mean, style, color=colour, marker="o", markersize=3)
                 if std.any():
                     ax.fill_between(xs, mean - std, mean + std, color=colour, alpha=0.15)
                 drawn = True
@@ -113,8 +125,10 @@ def _curves(columns: Sequence[Column]) -> str | None:
         ax.set_xlabel("epoch")
         ax.grid(alpha=0.3)
         ax.xaxis.get_major_locator().set_params(integer=True)
-    axes[1].legend(fontsize=7, loc="lower right")
-    fig.tight_layout()
+    handles += [
+        Line2D([], [], color="0.3", linestyle=style, label=split) for split, style in (("train", "-"), ("test", "--"))
+    ]
+    fig.legend(handles=handles, loc="outside lower center", ncols=min(3, len(handles)), fontsize=8, frameon=False)
     return _png(fig)
 
 
@@ -128,7 +142,7 @@ def _per_class_figure(accuracies: np.ndarray, names: Sequence[str], title: str) 
     ax.set_xticks(range(len(names)), names, rotation=45, ha="right", fontsize=8)
     ax.set_ylim(0, 100)
     ax.set_ylabel("test accuracy %")
-    ax.set_title(title, fontsize=10)
+    ax.set_title(figures.wrap(title, 60), fontsize=10)  # a long column label wraps, never clipped
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
     return fig
@@ -180,6 +194,16 @@ def _column_section(column: Column) -> str:
     return "".join(parts) + "</section>"
 
 
+def _verdict(key: str, column: Column) -> str:
+    """Beside a column's test accuracy: its verdict against the reference (Welch's t-test)."""
+    if key != "test_acc" or not column.vs_reference:
+        return ""
+    verdict = str(column.vs_reference.get("verdict", ""))
+    kind = verdict if verdict in ("better", "worse", "reference") else "none"
+    title = html.escape(column.cells.get("vs_reference", verdict))
+    return f'<span class="verdict verdict-{kind}" title="{title}">{html.escape(verdict)}</span>'
+
+
 def to_html(table: Comparison) -> str:
     """The whole report as one HTML document."""
     rows = rows_of(table)
@@ -187,7 +211,10 @@ def to_html(table: Comparison) -> str:
     body = []
     for (key, _), row in zip(table.rows, rows[1:], strict=True):
         cells = "".join(
-            ('<td class="study">' if column.kind == "study" else "<td>") + html.escape(text) + "</td>"
+            ('<td class="study">' if column.kind == "study" else "<td>")
+            + html.escape(text)
+            + _verdict(key, column)
+            + "</td>"
             for column, text in zip(table.columns, row[1:], strict=True)
         )
         body.append(f'<tr data-row="{key}"><th>{html.escape(row[0])}</th>{cells}</tr>')

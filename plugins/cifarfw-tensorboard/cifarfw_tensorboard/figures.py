@@ -22,6 +22,14 @@ def pyplot() -> Any:
     return plt
 
 
+def wrap(text: str, width: int) -> str:
+    """``text`` broken into lines of at most ``width`` characters (a plot title or legend
+    entry that would otherwise run past the figure's edge)."""
+    import textwrap
+
+    return "\n".join(textwrap.wrap(text, width, break_long_words=True)) or text
+
+
 def prediction_grid(
     images: np.ndarray,
     labels: Sequence[int],
@@ -69,7 +77,7 @@ def confusion_figure(matrix: np.ndarray, class_names: Sequence[str], title: str 
                 j, i, str(matrix[i, j]), ha="center", va="center", fontsize=6, color="white" if share > 0.5 else "black"
             )
     if title:
-        ax.set_title(title)
+        ax.set_title(wrap(title, 55), fontsize=10)  # a long column label wraps, never clipped
     fig.tight_layout()
     return fig
 
