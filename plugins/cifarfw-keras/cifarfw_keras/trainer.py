@@ -18,7 +18,7 @@ import numpy as np
 
 from cifarfw.errors import NonFiniteLossError, PluginError, UsageError
 from cifarfw.specs import RunResult
-from cifarfw_keras import checkpoints, data, distributed, runtime
+from cifarfw_keras import checkpoints, cost, data, distributed, runtime
 from cifarfw_keras._tf import keras, tf
 
 if TYPE_CHECKING:
@@ -190,7 +190,9 @@ class EventBridge(keras.callbacks.Callback):
                 f"the training loss became {loss} in epoch {epoch} (batch {step}); lower --lr or use --precision "
                 "fp32; the last good checkpoint is kept"
             )
-        self.run.emit("on_train_progress", epoch=epoch, step=step, steps=self.steps, metrics={"loss": loss})
+        lr = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
+        progress = {"loss": loss, "acc": float((logs or {}).get("acc", 0.0)), "lr": lr}  # running accuracy
+        self.run.emit("on_train_progress", epoch=epoch, step=step, steps=self.steps, metrics=progress)
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         logs = logs or {}
@@ -343,6 +345,7 @@ class KerasTrainer:
                 predictions=predictions.astype(np.int64),
                 images=ds.test.images[:k],
             )
+        cost.record(run, model, rt.device)  # run.json's cost (issue 17)
         return RunResult(
             final=dict(metrics),
             train_seconds=float(state["train_seconds"]),

@@ -46,7 +46,7 @@ from torch import nn
 from cifarfw.errors import NonFiniteLossError, PluginError, RunInterrupted, UsageError, WeightsError
 from cifarfw.runs import Run
 from cifarfw.specs import RunResult
-from cifarfw_torch import checkpoints, distributed, features
+from cifarfw_torch import checkpoints, cost, distributed, features
 from cifarfw_torch.graph import try_model_graph
 from cifarfw_torch.optim import make_optimizer, make_scheduler
 from cifarfw_torch.pipeline import BatchSource, LivePipeline
@@ -218,6 +218,7 @@ class _Fit:
             "images_trained": self.images_trained,
             **self.source.extra(),
         }
+        cost.record(self.run, self.model, self._logits, self.runtime, self.source)  # run.json's cost (issue 17)
         return RunResult(final=dict(self.history[-1]), train_seconds=self.train_seconds, extra=extra)
 
     def _train_epoch(self, epoch: int) -> tuple[float, float, float, int]:
@@ -248,7 +249,8 @@ class _Fit:
             if step % PROGRESS_EVERY == 0 or done:
                 value = self.group.mean(loss.detach())
                 self._check_finite(value, epoch, step)
-                self.run.emit("on_train_progress", epoch=epoch, step=step, steps=self.steps, metrics={"loss": value})
+                progress = {"loss": value, "acc": correct.item() / seen, "lr": lr}  # running accuracy, this step's lr
+                self.run.emit("on_train_progress", epoch=epoch, step=step, steps=self.steps, metrics=progress)
             if done:
                 break
         loss_total, correct_total, seen = self.group.sum(loss_sum, correct, seen)  # over processes
