@@ -1,0 +1,1 @@
+"""cifarfw-keras-apps: every keras.applications constructor as a cifarfw model (keras/<name>)."""
