@@ -1,8 +1,10 @@
 """Real `cifarfw run` processes SIGKILLed at several points, then resumed: the final metrics and
-weights equal an uninterrupted run's, for torch-cnn and keras-cnn (CPU, --deterministic)."""
+weights equal an uninterrupted run's, for torch-cnn and keras-cnn (CPU, --deterministic), and for
+torch-cnn also when another process keeps a core busy while the killed run starts."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -41,8 +43,10 @@ def killer_path(tmp_path_factory):
     return site
 
 
-def cifarfw(runs_root: Path, *args: str, kill: str = "", site: Path | None = None) -> subprocess.CompletedProcess:
-    env = {**os.environ, "CIFARFW_TEST_KILL": kill, "CUDA_VISIBLE_DEVICES": ""}
+def cifarfw(
+    runs_root: Path, *args: str, kill: str = "", site: Path | None = None, env_extra: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
+    env = {**os.environ, "CIFARFW_TEST_KILL": kill, "CUDA_VISIBLE_DEVICES": "", **(env_extra or {})}
     if site is not None:
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(site), env.get("PYTHONPATH", "")]))
     return subprocess.run(
@@ -58,7 +62,7 @@ def only_run(runs_root: Path) -> Path:
 
 def final_weights(run_dir: Path, framework: str) -> dict:
     record = json.loads((run_dir / "run.json").read_text())
-    path = record["checkpoint"]["path"]
+    path = run_dir / record["checkpoint"]["path"]  # relative to the run folder (an absolute one stays as is)
     if framework == "torch":
         import torch
 
@@ -67,7 +71,7 @@ def final_weights(run_dir: Path, framework: str) -> dict:
         return {k: v.numpy().copy() for k, v in model.items()}
     from cifarfw_keras._tf import keras
 
-    model = keras.saving.load_model(path, safe_mode=True, compile=False)
+    model = keras.saving.load_model(str(path), safe_mode=True, compile=False)
     return {w.path: w.numpy() for w in model.weights}
 
 
@@ -99,3 +103,46 @@ def test_sigkill_then_resume_equals_uninterrupted(tmp_path, killer_path, plugin,
         for name, value in expected_weights.items():
             assert (weights[name] == value).all(), (point, name)
         assert not list(only_run(root).rglob("*.tmp")), point
+
+
+@contextlib.contextmanager
+def cpu_burner():
+    """Another process keeping a core busy for the block's duration."""
+    burner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        yield
+    finally:
+        burner.kill()
+        burner.wait()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("deterministic", [True, False], ids=["deterministic", "plain"])
+def test_sigkill_under_load_then_resume_on_a_quiet_machine_equals_uninterrupted(tmp_path, killer_path, deterministic):
+    """The killed run starts while a core is busy, the resume runs without that load. The
+    resume continues with the thread count the run started with; a --deterministic run
+    uses the same count whatever the load, a plain one is compared with an uninterrupted
+    run pinned to the count the killed run recorded."""
+    if not installed("torch-cnn"):
+        pytest.skip("torch-cnn is not installed")
+    args = ARGS if deterministic else [a for a in ARGS if a != "--deterministic"]
+    root = tmp_path / "killed"
+    with cpu_burner():
+        killed = cifarfw(root, "--plugin", "torch-cnn", *args, kill="epoch_progress:2", site=killer_path)
+    assert killed.returncode == -9, (killed.returncode, killed.stderr[-2000:])
+    threads = json.loads((only_run(root) / "run.json").read_text())["resolved"]["threads"]
+    resumed = cifarfw(root, "--resume", "last")
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert f"resuming with {threads} thread" in resumed.stdout
+    pin = {} if deterministic else {"CIFARFW_TORCH_THREADS": str(threads)}
+    straight = cifarfw(tmp_path / "straight", "--plugin", "torch-cnn", *args, env_extra=pin)
+    assert straight.returncode == 0, straight.stderr[-2000:]
+    expected = json.loads((only_run(tmp_path / "straight") / "run.json").read_text())
+    got = json.loads((only_run(root) / "run.json").read_text())
+    assert got["resolved"]["threads"] == expected["resolved"]["threads"] == threads
+    for want, have in zip(expected["epochs"], got["epochs"], strict=True):
+        for key in ("train_loss", "train_acc", "test_loss", "test_acc"):
+            assert want[key] == have[key], (want["epoch"], key)
+    weights = final_weights(only_run(root), "torch")
+    for name, value in final_weights(only_run(tmp_path / "straight"), "torch").items():
+        assert (weights[name] == value).all(), name
