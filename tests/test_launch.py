@@ -74,6 +74,16 @@ def test_torch_launch_runs_torchrun_without_the_launcher_flags(monkeypatch, nnod
     ]  # fmt: skip
 
 
+def test_the_torch_trainer_declares_the_launcher(monkeypatch):
+    torch_launch()
+    from cifarfw_torch.plugin import launch
+
+    calls = []
+    monkeypatch.setattr(subprocess, "call", lambda cmd: calls.append(cmd) or 0)
+    assert launch(["run", "--plugin", "torch-cnn", "--nproc-per-node", "2"], 2, 1, None) == 0
+    assert calls[0][-5:] == ["-m", "cifarfw", "run", "--plugin", "torch-cnn"]
+
+
 def test_torch_launch_without_torch_is_a_usage_error(monkeypatch):
     launch = torch_launch()
     monkeypatch.setattr(launch, "_has_module", lambda name: False)
