@@ -52,6 +52,10 @@ Examples:
     help="The column the others are tested (Welch's t-test on test accuracy) and flagged against: "
     "a run id or group id (or a unique prefix). Default: the first column.",
 )
+@click.option("--sweep", metavar="NAME", help="The runs of sweep NAME: a column per parameter combination, best first.")
+@click.option(
+    "--metric", default="test_acc", show_default=True, metavar="NAME", help="With --sweep: the metric to sort by."
+)
 def compare_cmd(
     runs: tuple[str, ...],
     runs_root: str,
@@ -61,15 +65,24 @@ def compare_cmd(
     output: str | None,
     with_study: bool,
     reference: str | None,
+    sweep: str | None = None,
+    metric: str = "test_acc",
 ) -> None:
     from cifarfw.runs import select_runs
-    from cifarfw_compare import compare
+    from cifarfw_compare import compare, sweeps
 
     if output is not None:
         _check_writable(output)
-    entries = select_runs(runs_root, runs, latest, plugins)
-    table = compare.build(entries, with_study=with_study, runs_root=runs_root, reference=reference)
-    text = render(table, fmt)
+    if sweep is not None:  # a column per parameter combination (cifarfw_compare.sweeps)
+        if runs or latest or plugins or with_study or reference:
+            raise UsageError("--sweep selects the runs itself; drop RUN, --latest, --plugin, --with-study, --reference")
+        table = sweeps.build(runs_root, sweep, metric)
+        entries = [e for c in table.columns for e in c.runs]
+        text = sweeps.to_json(table, sweep, metric) if fmt == "json" else render(table, fmt)
+    else:
+        entries = select_runs(runs_root, runs, latest, plugins)
+        table = compare.build(entries, with_study=with_study, runs_root=runs_root, reference=reference)
+        text = render(table, fmt)
     if output is None and fmt == "html":
         output = DEFAULT_HTML
     if output is None:
