@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import types
+from pathlib import Path
 
 import numpy as np
 import pluggy
@@ -351,7 +352,8 @@ def test_hook_on_checkpoint(listened):
     calls = listener.of("on_checkpoint")
     assert [c["epoch"] for c in calls] == [1, 2]
     assert all((run_dir / "checkpoints" / f"epoch{c['epoch']}.npz").is_file() for c in calls)
-    assert record_of(run_dir)["checkpoint"] == {"epoch": 2, "path": calls[-1]["path"]}
+    relative = Path(calls[-1]["path"]).resolve().relative_to(run_dir.resolve()).as_posix()  # run.json: relative
+    assert record_of(run_dir)["checkpoint"] == {"epoch": 2, "path": relative}
 
 
 def test_hook_on_run_end(listened, host, tmp_path, monkeypatch):

@@ -120,7 +120,7 @@ def test_lock_fails_fast_and_stale_lock_is_taken_over(tmp_path):
     (tmp_path / ".lock").write_text(dead.stdout)  # a lock left by a process that is gone
     lock = RunLock(tmp_path)
     lock.acquire()
-    assert (tmp_path / ".lock").read_text().strip() == str(os.getpid())
+    assert json.loads((tmp_path / ".lock").read_text())["pid"] == os.getpid()
     lock.release()
     assert not (tmp_path / ".lock").exists()
 

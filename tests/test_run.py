@@ -40,7 +40,8 @@ def test_run_folder_and_record(host, tmp_path):
     run_dir = run_fake(host, tmp_path)
     record = json.loads((run_dir / "run.json").read_text())
     assert set(record) >= RECORD_FIELDS
-    assert record["schema_version"] == 1
+    assert record["schema_version"] == 2
+    assert record["checkpoint"] == {"epoch": 3, "path": "checkpoints/epoch3.npz"}  # relative: survives moves
     assert record["status"] == "finished"
     assert (record["plugin"], record["model"], record["seed"]) == ("fake", "softmax", 0)
     assert record["params"] == {"total": 1930, "trainable": 1930}

@@ -29,6 +29,18 @@ def _load_synthetic(config):  # type: ignore[no-untyped-def]
     return synthetic.load(config.dataset_options)
 
 
+def _check_cifar10(config):  # type: ignore[no-untyped-def]
+    from cifarfw.data import cifar10
+
+    cifar10.check(config.dataset_options, config.data_dir, config.data_checksums)
+
+
+def _check_synthetic(config):  # type: ignore[no-untyped-def]
+    from cifarfw.data import synthetic
+
+    synthetic.check_options(config.dataset_options)
+
+
 def _console(run):  # type: ignore[no-untyped-def]
     from cifarfw.report.builtin_reporters import ConsoleReporter
 
@@ -43,9 +55,9 @@ def _record(run):  # type: ignore[no-untyped-def]
 
 @hookimpl
 def register_datasets(register: Callable[[DatasetSpec], None]) -> None:
-    register(DatasetSpec("cifar10", _load_cifar10, "CIFAR-10, official python layout (50,000 / 10,000, 10 classes)"))
+    register(DatasetSpec("cifar10", _load_cifar10, "CIFAR-10, official python layout", _check_cifar10))
     register(
-        DatasetSpec("synthetic", _load_synthetic, "generated 10-class 32x32 patterns, any size, for tests and demos")
+        DatasetSpec("synthetic", _load_synthetic, "generated 10-class 32x32 patterns, for tests", _check_synthetic)
     )
 
 

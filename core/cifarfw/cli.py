@@ -104,17 +104,8 @@ def cli(disable_plugin: tuple[str, ...], strict_plugins: bool) -> None:
 
 # --- run -------------------------------------------------------------------------------
 
-_NOT_CONFIG = (
-    "plugin",
-    "model",
-    "config_file",
-    "sets",
-    "dry_run",
-    "nproc_per_node",
-    "nnodes",
-    "rdzv_endpoint",
-    "resume",
-)
+_NOT_CONFIG = ("plugin", "model", "config_file", "sets", "dry_run", "nproc_per_node", "nnodes", "rdzv_endpoint")
+_NOT_CONFIG += ("resume", "force_unlock")
 
 
 def _config_options(host: Any) -> list[click.Option]:
@@ -198,6 +189,7 @@ def _run_command(host: Any) -> click.Command:
             metavar="RUN|last",
             help="Continue an unfinished run (id, id prefix, folder or 'last') from its last checkpoint.",
         ),
+        click.Option(["--force-unlock"], is_flag=True, help="With --resume: take over its lock (another host's)."),
     ]
     params += _model_options(host, {opt for p in params for opt in p.opts})
     return click.Command("run", params=params, callback=_run, help=RUN_HELP, short_help="Train model plugins.")
@@ -212,7 +204,7 @@ def _run(**kwargs: Any) -> None:
     elif kwargs["nnodes"] is not None or kwargs["rdzv_endpoint"] is not None:
         raise UsageError("--nnodes and --rdzv-endpoint go with --nproc-per-node")
     if kwargs["resume"]:
-        launch_flags = ("resume", "runs_root", "nproc_per_node", "nnodes", "rdzv_endpoint")
+        launch_flags = ("resume", "runs_root", "nproc_per_node", "nnodes", "rdzv_endpoint", "force_unlock")
         given = [
             "--" + name.replace("_", "-")
             for name, value in kwargs.items()
@@ -220,8 +212,10 @@ def _run(**kwargs: Any) -> None:
         ]
         if given:
             raise UsageError(f"--resume continues a run with its own config; drop {', '.join(given)}")
-        session.resume(host, kwargs["runs_root"] or "runs", kwargs["resume"], launch)
+        session.resume(host, kwargs["runs_root"] or "runs", kwargs["resume"], launch, kwargs["force_unlock"])
         return
+    if kwargs["force_unlock"]:
+        raise UsageError("--force-unlock goes with --resume RUN")
     flags = {k: v for k, v in kwargs.items() if k not in _NOT_CONFIG and v is not None and "__" not in k}
     for assignment in kwargs["sets"]:
         flags = config_mod.merge(flags, config_mod.parse_set(assignment))
@@ -312,12 +306,13 @@ def models_cmd(ctx: click.Context, plugin: str | None, pattern: str | None, as_j
 @cli.command("runs")
 @click.option("--runs-root", default="runs", show_default=True, metavar="DIR")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
-def runs_cmd(runs_root: str, as_json: bool) -> None:
+@click.option("--sweep", metavar="NAME", help="Only the runs of sweep NAME (`cifarfw sweep --name`).")
+def runs_cmd(runs_root: str, as_json: bool, sweep: str | None) -> None:
     """List runs with their status and headline metrics."""
     from cifarfw import runs
 
     rows = []
-    for path, rec in runs.iter_runs(runs_root):
+    for path, rec in (r for r in runs.iter_runs(runs_root) if sweep in (None, (r[1].get("sweep") or {}).get("name"))):
         final, epochs = runs.final_metrics(rec), rec.get("epochs") or []
         rows.append(
             {

@@ -8,6 +8,7 @@ import errno
 import json
 import os
 import platform
+import shutil
 import signal
 import socket
 import subprocess
@@ -72,7 +73,9 @@ def resolve(
     config.recipe = recipe
     if spec.validate is not None:
         spec.validate(config.model_options)
-    host.dataset(config.dataset)  # unknown datasets fail here, before any work
+    dataset = host.dataset(config.dataset)  # unknown datasets fail here, before any work
+    if dataset.validate is not None:
+        dataset.validate(config)
     trainer = host.trainer_for(spec.framework)
     config_mod.check_vocabulary(config, trainer)
     if trainer.validate is not None:
@@ -94,11 +97,11 @@ def _recipe_name(spec: ModelSpec, asked: str | None) -> str:
     return recipe
 
 
-def group_id(config: config_mod.RunConfig) -> str:
+def group_id(config: config_mod.RunConfig, data: Mapping[str, Any] | None = None) -> str:
     """Runs that differ only in seed share a group (the comparison averages over it)."""
     from cifarfw import runs
 
-    return runs.group_id(config.as_dict())
+    return runs.group_id(config.as_dict(), data)
 
 
 # What an executor running this process tells the record (a sweep's name, index and params;
@@ -169,10 +172,12 @@ def execute(
     model: ModelSpec,
     config: config_mod.RunConfig,
     resume_dir: Path | None = None,
+    force_unlock: bool = False,
 ) -> Path:
     """Train one resolved config; return its run folder. Raises CifarfwError on failure.
 
-    With ``resume_dir``, continue that run in its own folder from its last checkpoint.
+    With ``resume_dir``, continue that run in its own folder from its last checkpoint (taking
+    over a live-looking lock when ``force_unlock``).
     In a distributed run only rank 0 writes the run folder; other ranks get a scratch folder.
     """
     trainer_spec = host.trainer_for(model.framework)
@@ -195,14 +200,19 @@ def execute(
     elif resume_dir is not None:
         run_dir = resume_dir
         lock = RunLock(run_dir)
-        lock.acquire()
+        lock.acquire(force=force_unlock)
         for stale in run_dir.rglob(".*.tmp"):  # temporary files of writes a crash cut short
             stale.unlink(missing_ok=True)
     else:
         run_dir = make_run_dir(config.runs_root, model.name, config.seed, config.name)
         lock = RunLock(run_dir)
-        lock.acquire()
-        atomic_write(run_dir / "config.toml", config_mod.to_toml(config))
+        try:
+            lock.acquire()
+            atomic_write(run_dir / "config.toml", config_mod.to_toml(config))
+        except BaseException:  # a full disk, say: no folder holding only a lock or half a start
+            lock.release()
+            shutil.rmtree(run_dir, ignore_errors=True)
+            raise
     info = host.plugins.get(plugin)
     model = _guard_factory(model, plugin, f"{info.distribution} {info.version}".strip() if info else "")
     run = Run(
@@ -226,7 +236,7 @@ def execute(
         "model": model.name,
         "framework": model.framework,
         "recipe": config.recipe,
-        "group": group_id(config),
+        "group": group_id(config, dataset.describe()),  # the data by what it is, not where it was read
         "seed": config.seed,
         "config": config.as_dict(),
         "dataset": dataset.describe(),
@@ -241,22 +251,17 @@ def execute(
         "epochs": [],
         "final": None,
     }
-    if resume_dir is not None and rank == 0:
-        previous = read_record(resume_dir)
-        checkpoint = (previous.get("checkpoint") or {}).get("path")
+    if resume_dir is not None:
+        previous = read_record(resume_dir)  # checked, its paths relative to the folder
+        checkpoint = previous.get("checkpoint") or {}
+        run.resume_checkpoint = resume_dir / checkpoint["path"] if checkpoint else None
+        run.resumed_from_epoch = checkpoint.get("epoch", 0)
         # The checkpoint stays the run's last complete one until a new one is written: a second
         # --resume, and the other ranks of a distributed resume (which read run.json after this
-        # rank rewrites it), must find it.
+        # rank rewrites it), must find it. Epochs after it stay until the run logs them again.
         kept = ("started_at", "epochs", "params", "checkpoint", "previous_checkpoint", "resolved")
         record.update({k: previous[k] for k in kept if k in previous})
         record["resumed"] = [*previous.get("resumed", []), now_iso()]
-        done = (previous.get("checkpoint") or {}).get("epoch", 0)
-        record["epochs"] = [e for e in record["epochs"] if e.get("epoch", 0) <= done]
-        run.resume_checkpoint = Path(checkpoint) if checkpoint else None
-        run.resumed_from_epoch = done
-    elif resume_dir is not None:
-        checkpoint = (read_record(resume_dir).get("checkpoint") or {}).get("path")
-        run.resume_checkpoint = Path(checkpoint) if checkpoint else None
     run.record = record
     names = [name for name, spec in host.reporters.items() if spec.default or name in config.reporters]
     reporters = []
@@ -284,7 +289,7 @@ def execute(
             except RunInterrupted as err:
                 status, error = "interrupted", err
             except KeyboardInterrupt:
-                status, error = "interrupted", RunInterrupted("interrupted (Ctrl-C); resume with --resume", 2)
+                status, error = "interrupted", RunInterrupted(f"Ctrl-C: run {run.id} {run.resume_advice()}", 2)
             except OSError as err:
                 status, error = "failed", err
                 if err.errno == errno.ENOSPC:
@@ -307,8 +312,6 @@ def execute(
         if lock is not None:
             lock.release()
         if rank != 0:  # the scratch folder of a non-writing rank
-            import shutil
-
             shutil.rmtree(run_dir, ignore_errors=True)
     return run_dir
 
@@ -339,12 +342,14 @@ def _fall_back_to_previous_checkpoint(run: Run, err: WeightsError, resume_dir: P
     if run.resume_checkpoint is None or resume_dir is None:
         return False
     previous = read_record(resume_dir).get("previous_checkpoint") if run.rank else run.record.get("previous_checkpoint")
-    if not previous or not Path(previous["path"]).is_file() or Path(previous["path"]) == run.resume_checkpoint:
+    path = resume_dir / previous["path"] if previous else None
+    if path is None or not path.is_file() or path == run.resume_checkpoint:
         return False
     if run.is_main:
-        warn(f"{err}; falling back to the previous checkpoint {previous['path']} (epoch {previous['epoch']})")
-    run.resume_checkpoint, run.resumed_from_epoch = Path(previous["path"]), int(previous["epoch"])
-    run.record["epochs"] = [e for e in run.record.get("epochs", []) if e.get("epoch", 0) <= run.resumed_from_epoch]
+        warn(f"{err}; falling back to the previous checkpoint {path} (epoch {previous['epoch']})")
+    # The epochs after it keep their metrics until the run logs them again: a fallback that
+    # fails too must not lose the last epoch's numbers.
+    run.resume_checkpoint, run.resumed_from_epoch = path, int(previous["epoch"])
     run.record["checkpoint"] = previous
     run.record.pop("previous_checkpoint", None)
     return True
@@ -380,6 +385,8 @@ def resume_target(runs_root: str, ref: str) -> tuple[Path, dict[str, Any]]:
     record = read_record(run_dir)
     if record.get("status") == "finished":
         raise UsageError(f"run {run_dir.name} already finished; start a new run instead of --resume")
+    if record["config"].get("checkpoint") is False:
+        raise UsageError(f"run {run_dir.name} wrote no checkpoints (checkpoint=false); it cannot be resumed")
     if not (run_dir / "config.toml").is_file():
         raise RunDirError(f"{run_dir} has no config.toml; it cannot be resumed")
     return run_dir, record

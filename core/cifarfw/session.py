@@ -153,8 +153,11 @@ def _launcher(host: PluginHost, resolved: list[tuple[str, Any]]) -> TrainerSpec:
     return trainers[0]
 
 
-def resume(host: PluginHost, runs_root: str, ref: str, launch: Launch | None = None) -> Path:
-    """``run --resume``: the run's own config.toml, its folder, its last checkpoint."""
+def resume(
+    host: PluginHost, runs_root: str, ref: str, launch: Launch | None = None, force_unlock: bool = False
+) -> Path:
+    """``run --resume``: the run's own config.toml, its folder, its last checkpoint (``force_unlock``:
+    taking over a lock that looks live, e.g. another host's)."""
     run_dir, record = runner.resume_target(runs_root, ref)
     layer = config_mod.load_file(run_dir / "config.toml")
     layer = {k: v for k, v in layer.items() if k not in ("plugin", "model", "recipe", "world_size", "backend")}
@@ -169,7 +172,7 @@ def resume(host: PluginHost, runs_root: str, ref: str, launch: Launch | None = N
     if launch is not None:  # every rank resumes the run itself
         launch.check()
         launch.hand_over(_launcher(host, [(plugin, (plugin, spec, config))]))
-    return runner.execute(host, plugin, spec, config, resume_dir=run_dir)
+    return runner.execute(host, plugin, spec, config, resume_dir=run_dir, force_unlock=force_unlock)
 
 
 @contextlib.contextmanager

@@ -131,11 +131,14 @@ class TrainerSpec:
 
 @dataclass(frozen=True)
 class DatasetSpec:
-    """A dataset: ``loader(config)`` returns a :class:`cifarfw.data.Dataset`."""
+    """A dataset: ``loader(config)`` returns a :class:`cifarfw.data.Dataset`. ``validate(config)``,
+    when given, raises a cifarfw error for settings the loader would refuse (``dataset_options``),
+    before any run folder is written and in ``--dry-run``; keep it cheap and offline."""
 
     name: str
     loader: Callable[[RunConfig], Dataset]
     description: str = ""
+    validate: Callable[[RunConfig], None] | None = None
 
 
 @dataclass(frozen=True)

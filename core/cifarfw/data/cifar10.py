@@ -13,13 +13,14 @@ import hashlib
 import io
 import os
 import pickle
+import sys
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from cifarfw.data import Dataset, Split
-from cifarfw.errors import DataError
+from cifarfw.errors import DataError, UsageError
 
 FOLDER = "cifar-10-batches-py"
 URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
@@ -95,17 +96,19 @@ def _split(files: tuple[str, ...], folder: Path) -> Split:
         path = folder / name
         batch = read_batch(path)
         data, batch_labels = batch.get("data"), batch.get("labels")
+        batch_labels = np.asarray(batch_labels if isinstance(batch_labels, list | np.ndarray) else [])
         if (
             not isinstance(data, np.ndarray)
             or data.dtype != np.uint8
             or data.ndim != 2
             or data.shape[1] != 3072
-            or batch_labels is None
-            or len(batch_labels) != len(data)
+            or not len(data)
+            or batch_labels.dtype.kind not in "iu"
+            or batch_labels.shape != (len(data),)
         ):
-            raise DataError(f"{path} does not hold CIFAR-10 images (data N x 3072 uint8 and N labels)")
+            raise DataError(f"{path} does not hold CIFAR-10 images (data N x 3072 uint8 and N integer labels, N > 0)")
         images.append(data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1))
-        labels.append(np.asarray(batch_labels, dtype=np.int64))
+        labels.append(batch_labels.astype(np.int64))
     all_labels = np.concatenate(labels)
     if all_labels.min() < 0 or all_labels.max() > 9:
         raise DataError(f"labels outside 0-9 in {folder}")
@@ -199,25 +202,39 @@ def download(target: Path | None = None) -> Path:
     target = Path(target or cache_dir())
     try:
         target.mkdir(parents=True, exist_ok=True)
+        pooch.get_logger().setLevel("WARNING")  # its "Downloading ..." line: the progress bar says it
         pooch.retrieve(
             URL,
             known_hash=f"md5:{ARCHIVE_MD5}",
             fname=ARCHIVE,
             path=target,
-            progressbar=True,
+            progressbar=sys.stderr.isatty(),  # no bar in logs
             processor=pooch.Untar(extract_dir="."),
         )
     except requests.RequestException as err:  # connection and HTTP errors (before OSError: a subclass)
+        cut = isinstance(err, requests.exceptions.ChunkedEncodingError)  # the server stopped mid-transfer
+        why = "the CIFAR-10 download was cut short" if cut else "could not download CIFAR-10"
         hint = SUPPLY_HINT.format(cache=target)
-        raise DataError(f"could not download CIFAR-10 ({type(err).__name__}); offline? {hint}") from None
+        raise DataError(f"{why} ({type(err).__name__}); {'try again, or ' if cut else 'offline? '}{hint}") from None
     except OSError as err:
         raise DataError(f"cannot write the download into {target}: {err.strerror or err}") from None
-    except ValueError as err:  # pooch's hash mismatch
-        raise DataError(f"the downloaded archive failed its MD5 check ({err}); try again") from None
+    except ValueError:  # pooch's hash mismatch (it deleted the file)
+        raise DataError(f"the downloaded archive failed its MD5 check (expected {ARCHIVE_MD5}); try again") from None
     folder = locate(target)
     if folder is None:
         raise DataError(f"the archive extracted into {target} holds no {FOLDER}; remove {target} and try again")
     return folder
+
+
+def check(options: dict[str, Any], data_dir: str, checksums: str) -> None:
+    """What a run checks before any work (``--dry-run`` too): no options, a --data-dir that
+    exists, a readable checksum file. Finding and verifying the files waits for the run."""
+    if options:
+        raise UsageError(f"the cifar10 dataset takes no dataset_options (got {', '.join(sorted(options))})")
+    if data_dir and not Path(data_dir).expanduser().exists():
+        raise DataError(f"data folder {data_dir} does not exist; check --data-dir / CIFARFW_DATA_DIR")
+    if checksums:
+        read_checksum_file(checksums)
 
 
 def find_folder(data_dir: str | None, allow_download: bool = True) -> Path:
@@ -245,14 +262,13 @@ def load(data_dir: str | None, checksums: str | None = None, verify_data: bool =
     """Locate, verify and read CIFAR-10."""
     folder = find_folder(data_dir)
     how = verify(folder, checksums, verify_data)
-    meta = read_batch(folder / "batches.meta")
-    names = tuple(meta.get("label_names", CLASS_NAMES))
-    if len(names) != 10:
-        raise DataError(f"{folder / 'batches.meta'} lists {len(names)} classes, not 10")
+    names = read_batch(folder / "batches.meta").get("label_names", CLASS_NAMES)
+    if not isinstance(names, list | tuple) or len(names) != 10 or not all(isinstance(n, str) for n in names):
+        raise DataError(f"{folder / 'batches.meta'}: label_names is not a list of 10 class names")
     return Dataset(
         "cifar10",
         _split(TRAIN_FILES, folder),
         _split(TEST_FILES, folder),
-        names,
+        tuple(names),
         {"source": str(folder), "verified": how, "official": how == "official"},
     )

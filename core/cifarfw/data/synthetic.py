@@ -15,6 +15,7 @@ from cifarfw.data import Dataset, Split
 
 CLASS_NAMES = tuple(f"pattern{i}" for i in range(10))
 _ANGLES = np.linspace(0, np.pi, 5, endpoint=False)
+MAX_SIZE = 1_000_000  # 3 GB of images: more is a typo, not a demo
 
 
 def generate(n: int, seed: int, size: int = 32, noise: float = 0.35) -> Split:
@@ -38,24 +39,33 @@ def generate(n: int, seed: int, size: int = 32, noise: float = 0.35) -> Split:
     return Split(image.astype(np.uint8), labels.astype(np.int64))
 
 
-def load(options: dict[str, Any]) -> Dataset:
-    """The synthetic dataset; options ``train_size`` (2000), ``test_size`` (500), ``seed`` (0)."""
+def check_options(options: dict[str, Any]) -> dict[str, int]:
+    """The checked options ``train_size`` (2000), ``test_size`` (500) and ``seed`` (0); UsageError otherwise."""
     from cifarfw.errors import UsageError
 
-    sizes = {}
-    for key, default in (("train_size", 2000), ("test_size", 500)):
-        value = options.get(key, default)
-        if not isinstance(value, int) or isinstance(value, bool) or value < 10:
-            raise UsageError(f"dataset_options.{key} must be an integer >= 10, got {value!r}")
-        sizes[key] = value
     unknown = set(options) - {"train_size", "test_size", "seed"}
     if unknown:
         raise UsageError(f"unknown synthetic dataset option(s): {', '.join(sorted(unknown))}")
-    seed = int(options.get("seed", 0))
+    checked = {}
+    for key, default, low, high in (
+        ("train_size", 2000, 10, MAX_SIZE),
+        ("test_size", 500, 10, MAX_SIZE),
+        ("seed", 0, 0, 2**32 - 10_001),
+    ):
+        value = options.get(key, default)
+        if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+            raise UsageError(f"dataset_options.{key} must be an integer from {low} to {high:,}, got {value!r}")
+        checked[key] = value
+    return checked
+
+
+def load(options: dict[str, Any]) -> Dataset:
+    """The synthetic dataset of :func:`check_options`."""
+    checked = check_options(options)
     return Dataset(
         "synthetic",
-        generate(sizes["train_size"], seed),
-        generate(sizes["test_size"], seed + 10_000),
+        generate(checked["train_size"], checked["seed"]),
+        generate(checked["test_size"], checked["seed"] + 10_000),
         CLASS_NAMES,
         {"source": "generated", "verified": "generated", "official": False},
     )

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from cifarfw.hookspecs import hookimpl
-from cifarfw.runs import RECORD, now_iso, write_json
+from cifarfw.runs import RECORD, atomic_write, now_iso, relative_to_run, write_json
 
 if TYPE_CHECKING:
     from cifarfw.runs import Run
@@ -120,8 +120,6 @@ class RecordReporter:
     def on_predictions(self, run: Run, labels: np.ndarray, predictions: np.ndarray, images: np.ndarray) -> None:
         import io
 
-        from cifarfw.runs import atomic_write
-
         buffer = io.BytesIO()
         np.savez_compressed(buffer, labels=labels, predictions=predictions, images=images)
         atomic_write(run.dir / "predictions.npz", buffer.getvalue())
@@ -131,7 +129,7 @@ class RecordReporter:
         last = run.record.get("checkpoint")
         if last and last.get("epoch") != epoch:  # kept for the fallback from a corrupt latest one
             run.record["previous_checkpoint"] = last
-        run.record["checkpoint"] = {"epoch": int(epoch), "path": str(path)}
+        run.record["checkpoint"] = {"epoch": int(epoch), "path": relative_to_run(run.dir, path)}
         self._save()
 
     @hookimpl

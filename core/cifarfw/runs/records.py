@@ -22,7 +22,8 @@ SCHEMA_VERSION = 2  # 2: checkpoint paths relative to the run folder (1: as writ
 RECORD = "run.json"
 FINISHED = "finished"
 # Config keys that do not change what a run computes: runs differing only in these share a group.
-GROUP_IGNORED = frozenset({"seed", "seeds", "name", "runs_root", "device"})
+# Where the data was read from is not what it is: group_id's ``data`` says that.
+GROUP_IGNORED = frozenset({"seed", "seeds", "name", "runs_root", "device", "data_dir", "data_checksums", "verify_data"})
 _CHECKPOINTS = ("checkpoint", "previous_checkpoint")
 # The type of every field a reader relies on (schema 0 fields are filled in before the check).
 _TYPES: dict[str, type | tuple[type, ...]] = {
@@ -63,9 +64,13 @@ def start_key(path: Path, record: Mapping[str, Any]) -> tuple[float, str]:
     return started, path.name
 
 
-def group_id(config: Mapping[str, Any]) -> str:
-    """The group of a config dict: runs differing only in ``GROUP_IGNORED`` keys share it."""
+def group_id(config: Mapping[str, Any], data: Mapping[str, Any] | None = None) -> str:
+    """The group of a config dict and its data (``Dataset.describe()``): runs differing only in
+    ``GROUP_IGNORED`` keys share it. The data counts by name, sizes, subset and how it was
+    verified (official sums, or a checksum file's), never by a path."""
     values = {k: v for k, v in config.items() if k not in GROUP_IGNORED}
+    if data is not None:
+        values["data"] = {k: str(v).split(":")[0] if k == "verified" else v for k, v in data.items() if k != "source"}
     return hashlib.sha1(json.dumps(values, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 

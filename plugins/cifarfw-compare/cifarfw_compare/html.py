@@ -13,6 +13,9 @@ from __future__ import annotations
 
 import base64
 import html
+import sys
+import zipfile
+import zlib
 from collections.abc import Sequence
 from typing import Any
 
@@ -71,14 +74,18 @@ def class_names(record: dict[str, Any], count: int) -> list[str]:
 
 
 def load_predictions(entry: RunEntry) -> dict[str, np.ndarray] | None:
-    """predictions.npz of a run (labels, predictions, images), or None when absent or unreadable."""
+    """predictions.npz of a run (labels, predictions, images), or None when absent or unreadable
+    (then with a warning: the report is still written, that run's pictures left out)."""
     path = entry.dir / "predictions.npz"
+    if not path.is_file():
+        return None
     try:
         with np.load(path, allow_pickle=False) as data:
             out = {k: data[k] for k in ("labels", "predictions", "images") if k in data.files}
-    except (OSError, ValueError, EOFError):
-        return None
-    if "labels" not in out or "predictions" not in out or len(out["labels"]) != len(out["predictions"]):
+        if "labels" not in out or "predictions" not in out or len(out["labels"]) != len(out["predictions"]):
+            raise ValueError("labels and predictions missing or of different lengths")
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as err:
+        print(f"warning: {path} cannot be read ({type(err).__name__}); its pictures are left out", file=sys.stderr)
         return None
     return out
 
