@@ -49,6 +49,8 @@ READER = textwrap.dedent(
         "images": {run: sorted(tags) for run, tags in images.items()},
         "texts": {run: sorted(tags) for run, tags in texts.items()},
         "tensorflow_imported": "tensorflow" in sys.modules,
+        "runs": sorted(mux.Runs()),
+        "scalars": {run: sorted(tags.get("scalars", [])) for run, tags in mux.Runs().items()},
     }))
     """
 )
@@ -77,10 +79,10 @@ def test_one_hparams_experiment_lists_both_frameworks_with_the_same_metrics(logd
     metric_tags = sorted(m["name"]["tag"] for m in experiment["metricInfos"])
     assert metric_tags == ["accuracy/test", "accuracy/train", "loss/test", "loss/train"]
     names = {h["name"] for h in experiment["hparamInfos"]}
-    expected = {"plugin", "model", "framework", "recipe", "optimizer", "lr", "batch_size", "epochs"}
-    assert expected | {"precision", "augmentation", "seed", "dataset"} <= names
+    expected = {"Plugin", "Model", "framework", "recipe", "optimizer", "lr", "batch_size", "epochs"}
+    assert expected | {"precision", "augmentation", "Seed", "dataset"} <= names
     differs = {h["name"] for h in experiment["hparamInfos"] if h.get("differs")}
-    assert {"framework", "augmentation", "lr", "seed"} <= differs and "dataset" not in differs
+    assert {"framework", "augmentation", "lr", "Seed"} <= differs and "dataset" not in differs
     sessions = {s["name"]: (g, s) for g in data["groups"]["sessionGroups"] for s in g["sessions"]}
     assert set(sessions) == {logdir["torch"].name, logdir["keras"].name, logdir["failed"].name}
     frameworks = {}
@@ -97,10 +99,60 @@ def test_one_hparams_experiment_lists_both_frameworks_with_the_same_metrics(logd
     assert set(frameworks) == {"torch", "keras"}
     assert frameworks["torch"]["augmentation"] == "crop (pad 4), flip, brightness 20%"
     assert frameworks["keras"]["augmentation"] == "none"
-    assert frameworks["keras"]["seed"] == 3 and frameworks["keras"]["lr"] == pytest.approx(0.02)
+    assert frameworks["keras"]["Seed"] == 3 and frameworks["keras"]["lr"] == pytest.approx(0.02)
     assert frameworks["torch"]["precision"] == "fp64"  # resolved by the trainer, not the config's "auto"
     _, failed = sessions[logdir["failed"].name]
     assert failed["status"] == "STATUS_FAILURE"
+
+
+def test_no_fake_run_and_the_hparams_layout_tensorboard_shows(logdir):
+    """No run named "." in TensorBoard's selectors; trials are named by their run ids; model,
+    plugin and seed come first (the dashboard shows the first five, differing ones first);
+    the data subset is an hparam."""
+    data = logdir["read"]
+    ids = sorted(logdir[k].name for k in ("torch", "keras", "failed"))
+    assert data["runs"] == ids  # every run TensorBoard lists is a real run, "." is not among them
+    assert not list(logdir["root"].glob("events.out.tfevents.*"))  # nothing at the top of the root
+    holders = [p.parent.name for p in logdir["root"].glob("*/events.out.tfevents.0000000000.cifarfw-hparams.*")]
+    assert len(holders) == 1  # one experiment, in one run's folder
+    infos = data["experiment"]["hparamInfos"]
+    assert [h["name"] for h in infos[:3]] == ["Model", "Plugin", "Seed"]
+    assert all(h.get("differs") for h in infos[:3])
+    assert {"train_limit", "test_limit"} <= {h["name"] for h in infos}
+    assert sorted(g["name"] for g in data["groups"]["sessionGroups"]) == ids  # trial name = run id, whole
+
+
+def test_loss_and_lr_every_50_steps_beside_the_epoch_values(tmp_path):
+    from types import SimpleNamespace
+
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from cifarfw_tensorboard.reporter import TensorBoardReporter
+
+    reporter = TensorBoardReporter(SimpleNamespace(dir=tmp_path))
+    for epoch in (1, 2):
+        for step in range(10, 71, 10):  # 70 steps an epoch, reported every 10 as the torch trainer does
+            reporter.on_train_progress(
+                run=None, epoch=epoch, step=step, steps=70, metrics={"loss": 1 / step, "lr": 0.1}
+            )
+    reporter.writer.close()
+    events = EventAccumulator(str(tmp_path))
+    events.Reload()
+    assert [e.step for e in events.Scalars("loss/train_step")] == [50, 100]
+    assert [e.value for e in events.Scalars("lr/step")] == pytest.approx([0.1] * 2)
+
+
+def test_prediction_captions_are_readable_at_tensorboard_s_size():
+    import numpy as np
+
+    from cifarfw_tensorboard import figures
+
+    fig = figures.prediction_grid(np.zeros((32, 32, 32, 3), np.uint8), [0] * 32, [1] * 32, ["cat", "dog"])
+    _, _, width = figures.png_bytes(fig)
+    title = fig.axes[0].title
+    # A card about 500 px wide shows the image at width <= 520 px: captions stay >= 11 px.
+    assert width <= 520 and title.get_fontsize() * fig.dpi / 72 * min(1, 500 / width) >= 11
+    figures.pyplot().close(fig)
 
 
 def test_each_run_has_prediction_images_confusion_matrix_and_config_text(logdir):
@@ -137,7 +189,7 @@ def test_the_writer_path_never_imports_tensorflow(tmp_path):
     )
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.split()[-2:] == ["False", "False"]
-    assert list((tmp_path / "runs").glob(f"events.out.tfevents.*.{hparams.EXPERIMENT_FILE_TAG}.*"))
+    assert list((tmp_path / "runs").glob(f"*/{hparams.EXPERIMENT_PREFIX}.*"))
 
 
 def test_tensorboard_command_starts_tensorboard_on_the_runs_root_on_loopback(logdir, cli, monkeypatch):

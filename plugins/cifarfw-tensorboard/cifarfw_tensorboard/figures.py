@@ -35,20 +35,24 @@ def prediction_grid(
     labels: Sequence[int],
     predictions: Sequence[int],
     class_names: Sequence[str],
-    columns: int = 8,
+    columns: int = 4,
 ) -> Any:
-    """A grid of test images captioned ``True: cat, Pred: dog``; wrong ones in red."""
+    """A grid of test images captioned ``True: cat, Pred: dog``; wrong ones in red.
+
+    Four columns of 130-pixel cells with 12-pixel captions: TensorBoard shows an image
+    scaled to its card (about 500 pixels wide), where a wider grid's captions became
+    unreadable."""
     plt = pyplot()
     count = len(images)
     rows = max(1, -(-count // columns))
-    fig, axes = plt.subplots(rows, columns, figsize=(columns * 1.6, rows * 1.8), dpi=80, squeeze=False)
+    fig, axes = plt.subplots(rows, columns, figsize=(columns * 1.8, rows * 2.1), dpi=72, squeeze=False)
     for index, ax in enumerate(axes.flat):
         ax.axis("off")
         if index >= count:
             continue
         truth, guess = class_names[int(labels[index])], class_names[int(predictions[index])]
         ax.imshow(images[index])
-        ax.set_title(f"True: {truth}\nPred: {guess}", fontsize=7, color="black" if truth == guess else "red")
+        ax.set_title(f"True: {truth}\nPred: {guess}", fontsize=12, color="black" if truth == guess else "red")
     fig.tight_layout()
     return fig
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import TYPE_CHECKING, Any
 
@@ -17,6 +18,11 @@ from cifarfw_tensorboard.tbwriter import EventWriter
 if TYPE_CHECKING:
     from cifarfw.runs import Run
 
+# Training loss and learning rate are also logged every this many steps (Lightning's default,
+# log_every_n_steps=50), under tags of their own: their x-axis is the global step.
+STEP_EVERY = int(os.environ.get("CIFARFW_TB_STEP_EVERY", "50"))
+STEP_TAGS = {"loss": "loss/train_step", "lr": "lr/step"}
+
 
 class TensorBoardReporter:
     """Writes the shared tags (``loss/train``, ``accuracy/test``, ...), the config as text,
@@ -28,6 +34,7 @@ class TensorBoardReporter:
         self.writer = EventWriter(run.dir)
         self.session_started = False
         self.restart_marked = False
+        self.last_step = 0  # the global step last logged by on_train_progress
 
     def _start_session(self, run: Run) -> None:
         """The session's hparams, once: after the model is built, when the trainer has
@@ -46,7 +53,7 @@ class TensorBoardReporter:
 
     def _refresh_experiment(self, run: Run) -> None:
         try:
-            hparams.write_experiment(run.dir.parent, extra=[hparams.hparams_of(run.record)])
+            hparams.write_experiment(run.dir.parent, extra=[hparams.hparams_of(run.record)], holder=run.dir)
         except (OSError, CifarfwError) as err:  # the HParams table is a convenience: never fail the run for it
             print(f"warning: could not update the HParams experiment in {run.dir.parent}: {err}", file=sys.stderr)
 
@@ -57,6 +64,19 @@ class TensorBoardReporter:
         if graph is not None:
             self.writer.graph(graph)
         self._start_session(run)
+        self.writer.flush()
+
+    @hookimpl
+    def on_train_progress(self, run: Run, epoch: int, step: int, steps: int, metrics: dict[str, float]) -> None:
+        """``loss`` and ``lr`` of the trainers' progress events, once per ``STEP_EVERY`` global
+        steps (the first event past each multiple: trainers report every few steps)."""
+        global_step = (epoch - 1) * steps + step
+        if STEP_EVERY <= 0 or global_step // STEP_EVERY <= self.last_step // STEP_EVERY:
+            return
+        self.last_step = global_step
+        for name, tag in STEP_TAGS.items():
+            if isinstance(metrics.get(name), int | float):
+                self.writer.scalar(tag, metrics[name], global_step)
         self.writer.flush()
 
     @hookimpl

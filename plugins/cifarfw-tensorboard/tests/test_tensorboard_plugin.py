@@ -44,8 +44,14 @@ def test_installed_and_listed_by_cifarfw_plugins(monkeypatch):
 
 def test_the_experiment_file_is_rewritten_only_when_its_content_changes(tmp_path):
     record = {"plugin": "p", "model": "m", "framework": "torch", "config": {"lr": 0.1, "model_options": {}}}
-    first = hparams.write_experiment(tmp_path, extra=[hparams.hparams_of(record)])
-    assert hparams.write_experiment(tmp_path, extra=[hparams.hparams_of(record)]) == first
+    holder = tmp_path / "run-a"
+    holder.mkdir()
+    old_layout = tmp_path / f"events.out.tfevents.0000000001.{hparams.EXPERIMENT_FILE_TAG}.abc"
+    old_layout.write_bytes(b"")  # where older versions wrote it: TensorBoard's run "."
+    assert hparams.write_experiment(tmp_path, extra=[hparams.hparams_of(record)]) is None  # no run: nowhere
+    first = hparams.write_experiment(tmp_path, extra=[hparams.hparams_of(record)], holder=holder)
+    assert first.parent == holder and first.name.startswith(hparams.EXPERIMENT_PREFIX) and not old_layout.exists()
+    assert hparams.write_experiment(tmp_path, extra=[hparams.hparams_of(record)], holder=holder) == first
     record["config"]["model_options"] = {"freeze": "features"}
-    second = hparams.write_experiment(tmp_path, extra=[hparams.hparams_of(record)])
+    second = hparams.write_experiment(tmp_path, extra=[hparams.hparams_of(record)], holder=holder)
     assert second != first and not first.exists() and second.exists()
