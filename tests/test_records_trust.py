@@ -261,7 +261,7 @@ def test_a_full_disk_at_run_start_exits_7_and_leaves_no_folder(world, monkeypatc
         real = Path.mkdir
         monkeypatch.setattr(Path, "mkdir", lambda p, *a, **k: _enospc() if p.parent == runs else real(p, *a, **k))
     elif where == "lock":
-        monkeypatch.setattr("cifarfw.runs.locks.os.fdopen", _enospc)
+        monkeypatch.setattr("cifarfw.runs.os.fdopen", _enospc)
     else:
         monkeypatch.setattr("cifarfw.runs.os.fsync", _enospc)
     code, _, err = cli("run", "--plugin", "fake", "--runs-root", str(runs))
