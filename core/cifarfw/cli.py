@@ -313,13 +313,14 @@ def runs_cmd(runs_root: str, as_json: bool, sweep: str | None) -> None:
 
     rows = []
     for path, rec in (r for r in runs.iter_runs(runs_root) if sweep in (None, (r[1].get("sweep") or {}).get("name"))):
-        final, epochs = runs.final_metrics(rec), rec.get("epochs") or []
+        final, epochs, data = runs.final_metrics(rec), rec.get("epochs") or [], rec.get("dataset") or {}
         rows.append(
             {
                 "id": path.name,
                 "status": rec.get("status", "?"),
                 "model": rec.get("model", "?"),
                 "recipe": rec.get("recipe", ""),
+                "data": f"{data.get('name', '?')} {data.get('train_images', '?')}/{data.get('test_images', '?')}",
                 "epochs": f"{len(epochs)}/{(rec.get('config') or {}).get('epochs', '?')}",
                 "test_acc": final.get("test_acc"),
                 "train_seconds": (rec.get("final") or {}).get("train_seconds"),
@@ -331,10 +332,10 @@ def runs_cmd(runs_root: str, as_json: bool, sweep: str | None) -> None:
     if not rows:
         click.echo(f"no runs under {runs_root}")
         return
-    table = [["RUN", "STATUS", "MODEL", "RECIPE", "EPOCHS", "TEST ACC", "TRAIN S"]]
+    table = [["RUN", "STATUS", "MODEL", "RECIPE", "DATA (TRAIN/TEST)", "EPOCHS", "TEST ACC", "TRAIN S"]]
     for r in rows:
         acc, secs = BY_NAME["test_acc"].format(r["test_acc"]), BY_NAME["train_seconds"].format(r["train_seconds"])
-        table.append([r["id"], r["status"], r["model"], r["recipe"] or "-", r["epochs"], acc, secs])
+        table.append([r["id"], r["status"], r["model"], r["recipe"] or "-", r["data"], r["epochs"], acc, secs])
     click.echo(_table(table))
 
 

@@ -149,7 +149,10 @@ class Run:
     def interrupted(self) -> RunInterrupted:
         """The error a trainer raises after writing its checkpoint when ``stop_requested``."""
         name = signal.Signals(self.stop_requested).name if self.stop_requested else "stop"
-        return RunInterrupted(f"{name}: run {self.id} {self.resume_advice()}", self.stop_requested or 2)
+        root = str(self.config.runs_root)  # the hint must find the run: name a root that is not ./runs
+        where = "" if Path(root) == Path("runs") else f" --runs-root {root}"
+        advice = self.resume_advice().replace(f"--resume {self.id}`", f"--resume {self.id}{where}`")
+        return RunInterrupted(f"{name}: run {self.id} {advice}", self.stop_requested or 2)
 
     def resume_advice(self) -> str:
         if not self.config.checkpoint:
