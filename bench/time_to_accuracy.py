@@ -15,6 +15,15 @@ For each seed it runs ``cifarfw run --plugin NAME [--recipe R] --seed S`` on the
 that time stays in both clocks. With ``--seeds N`` > 1 the summary gives the mean and
 (sample) standard deviation over the seeds that reached each target, and how many did.
 
+Seeds: the ``fast`` recipes were tuned on seeds 0-2 against test accuracy, so those seeds
+flatter them; the default is seeds 3, 4, 5 (``--seed 3 --seeds 3``), and the JSON says
+which seeds were used for tuning and whether any of them is in this measurement.
+
+The headline (``as_the_study_reports``) is counted as the study reports its own figures:
+the time is the whole run's (from launch to exit: start-up, data, every epoch with its
+evaluation, checkpoints) and the accuracy is the final epoch's, not the best one; the
+per-target times above are for "how soon" questions only.
+
 ``--baseline`` also runs the study's own pipeline (../shared/bench/seed_torch_cnn.py,
 ``--baseline-epochs``, default 20: long, about 12 minutes here) in the same invocation and
 reports its final test accuracy and training time, and this recipe's time to reach that
@@ -26,7 +35,7 @@ average (which lags: a run started right after another sees the previous run's l
 ``--threads N`` fixes them for every run of the benchmark.
 
 Usage:
-  .venv/bin/python bench/time_to_accuracy.py --plugin torch-cnn --recipe fast --seeds 3
+  .venv/bin/python bench/time_to_accuracy.py --plugin torch-cnn --recipe fast   # seeds 3, 4, 5
   .venv/bin/python bench/time_to_accuracy.py --plugin fastnet --targets 0.9,0.93 --extra --epochs 10
 Prints one JSON object on stdout; each run's console log goes to --logs (default a temp dir).
 """
@@ -50,6 +59,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
 CIFARFW = Path(sys.executable).with_name("cifarfw")
 EPOCH_LINE = re.compile(r"^epoch (\d+)/(\d+)\b")
+TUNING_SEEDS = (0, 1, 2)  # the seeds the fast recipes were tuned on (against test accuracy)
 # The study's results on a Tesla P100 (MISSION.md): the figures the targets come from.
 STUDY = {
     "torch-cnn": {"test_acc": 0.8064, "train_s": 663.81, "accelerator": "Tesla P100"},
@@ -127,6 +137,7 @@ def run_seed(args: argparse.Namespace, seed: int, logs: Path) -> dict[str, Any]:
             }
         )
     last = record["epochs"][-1]
+    final = record.get("final") or {}
     return {
         "seed": seed,
         "command": " ".join(cmd),
@@ -136,8 +147,9 @@ def run_seed(args: argparse.Namespace, seed: int, logs: Path) -> dict[str, Any]:
         "resolved": record.get("resolved", {}),
         "params": record.get("params"),
         "epochs": epochs,
-        "final_test_acc": last["test_acc"],
+        "final_test_acc": final.get("test_acc", last["test_acc"]),
         "final_epoch": last["epoch"],
+        "train_seconds": final.get("train_seconds"),
         "total_wall_s": round(total_wall, 2),
         "load_before": load_before,
         "load_after": load(),
@@ -190,8 +202,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--plugin", required=True, help="the plugin (model) to run")
     parser.add_argument("--recipe", default="", help="its recipe (default: the model's default recipe)")
-    parser.add_argument("--seeds", type=int, default=1, help="number of seeds: seed, seed+1, ...")
-    parser.add_argument("--seed", type=int, default=0, help="the first seed")
+    parser.add_argument("--seeds", type=int, default=3, help="number of seeds: seed, seed+1, ...")
+    parser.add_argument(
+        "--seed", type=int, default=3, help="the first seed (default 3: seeds 0-2 tuned the fast recipes)"
+    )
     parser.add_argument("--targets", type=parse_targets, default=parse_targets("0.7092,0.8064,0.83,0.93"))
     parser.add_argument("--eval-every-epochs", type=int, default=1, metavar="K", help="count every K-th evaluation")
     parser.add_argument("--data", type=Path, default=SHARED / "data", help="folder holding cifar-10-batches-py/")
@@ -233,6 +247,20 @@ def main(argv: list[str] | None = None) -> int:
         "plugin": args.plugin,
         "recipe": runs[0]["recipe"],
         "seeds": [r["seed"] for r in runs],
+        "tuning_seeds": list(TUNING_SEEDS),
+        "seeds_held_out": not set(TUNING_SEEDS) & {r["seed"] for r in runs},
+        "seeds_note": "the fast recipes were tuned on seeds 0-2 against test accuracy; "
+        + (
+            "none of those is measured here"
+            if not set(TUNING_SEEDS) & {r["seed"] for r in runs}
+            else "some measured seeds were used for tuning: their accuracy flatters the recipe"
+        ),
+        "as_the_study_reports": {
+            "counted": "the whole run's wall time (launch to exit) and the final epoch's test accuracy",
+            "final_test_acc": spread([r["final_test_acc"] for r in runs]),
+            "whole_run_wall_s": spread([r["total_wall_s"] for r in runs]),
+            "train_seconds_recorded": spread([r["train_seconds"] for r in runs if r["train_seconds"] is not None]),
+        },
         "eval_every_epochs": args.eval_every_epochs,
         "threads": args.threads or "trainer's choice",
         "data": str(args.data),
@@ -255,6 +283,12 @@ def main(argv: list[str] | None = None) -> int:
         base["ours_reached"] = f"{len(reached)}/{len(runs)}"
         if reached and base["train_s"]:
             base["speedup_train_s_over_our_wall_s"] = round(base["train_s"] / statistics.fmean(reached), 2)
+        if base["train_s"]:  # like with like: its whole training against our whole runs, final accuracies
+            whole = statistics.fmean(r["total_wall_s"] for r in runs)
+            base["speedup_whole_run"] = round(base["train_s"] / whole, 2)
+            base["final_test_acc_ours_minus_its"] = round(
+                statistics.fmean(r["final_test_acc"] for r in runs) - (base["test_acc"] or 0.0), 4
+            )
         out["baseline"] = base
     print(json.dumps(out, indent=1))
     return 0
