@@ -314,8 +314,10 @@ def test_both_workers_hold_identical_weights_after_every_epoch(launch):
 def test_the_chiefs_checkpoint_holds_the_trained_weights(launch):
     from cifarfw_keras._tf import keras
 
-    record = json.loads((only_run(launch["runs"]) / "run.json").read_text())
-    model = keras.saving.load_model(record["checkpoint"]["path"], compile=False, safe_mode=True)
+    run_dir = only_run(launch["runs"])
+    record = json.loads((run_dir / "run.json").read_text())
+    path = run_dir / record["checkpoint"]["path"]  # relative to the run folder (an absolute one stays whole)
+    model = keras.saving.load_model(path, compile=False, safe_mode=True)
     live = load_weights(launch["weights"], 0, 2)
     assert {w.path: w.numpy() for w in model.weights}.keys() == live.keys()
     for w in model.weights:

@@ -71,9 +71,7 @@ def weights(run_dir: Path) -> dict:
     from cifarfw_keras._tf import keras
 
     record = json.loads((run_dir / "run.json").read_text())
-    path = Path(record["checkpoint"]["path"])
-    if not path.is_absolute() and not path.exists():
-        path = run_dir / path  # records that store paths relative to the run folder
+    path = run_dir / record["checkpoint"]["path"]  # relative to the run folder (an absolute one stays whole)
     model = keras.saving.load_model(path, safe_mode=True, compile=False)
     return {w.path: w.numpy() for w in model.weights}
 

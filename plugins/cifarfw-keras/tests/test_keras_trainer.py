@@ -42,7 +42,7 @@ def tiny_model(num_classes: int, options: dict[str, Any]) -> Any:
             layers.Conv2D(8, 3, strides=2, activation="relu"),
             layers.GlobalAveragePooling2D(),
             layers.Dense(num_classes),
-            layers.Rescaling(scale),  # scale=inf makes the loss non-finite
+            layers.Rescaling(scale),  # scale=3e38 overflows the logits: the loss becomes non-finite
         ]
     )
 
@@ -111,6 +111,8 @@ class TinyPlugin:
 def world() -> tuple[PluginHost, TinyPlugin]:
     host = PluginHost(load_entry_points=False)
     host.add(keras_plugin, "keras")
+    tensorboard = pytest.importorskip("cifarfw_tensorboard.plugin")  # the event files are a plugin's now
+    host.add(tensorboard, "tensorboard")
     test_plugin = TinyPlugin()
     host.add(test_plugin, "tiny")
     return host, test_plugin
@@ -257,7 +259,7 @@ def test_corrupt_checkpoint_is_a_one_line_weights_error(world, base_run, tmp_pat
 
 def test_non_finite_loss_stops_the_run(world, tmp_path):
     with pytest.raises(NonFiniteLossError):
-        train(world, tmp_path, epochs=1, model_options={"scale": float("inf")})
+        train(world, tmp_path, epochs=1, model_options={"scale": 3e38})  # logits overflow to inf
     (record,) = tmp_path.glob("*/run.json")
     assert json.loads(record.read_text())["status"] == "nan"
 
