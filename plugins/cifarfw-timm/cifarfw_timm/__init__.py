@@ -1,0 +1,1 @@
+"""cifarfw-timm: every timm architecture as a cifarfw model (timm/<name>)."""
