@@ -122,7 +122,7 @@ class _Fit:
         self.net: nn.Module = torch.compile(trained) if config.compile else trained
         if config.compile:
             run.record["resolved"]["compile"] = True
-        self.eval_net = self.source.evaluated or self.net
+        self.eval_net = self.source.evaluated if self.source.evaluated is not None else self.net
         self._emit_model_built()
         self.train_seconds += self.source.prepare()  # a cache build is part of what training costs
         run.record["resolved"].update(self.source.describe())
@@ -142,7 +142,8 @@ class _Fit:
             count, why = threads
             record["resolved"]["threads"] = count
             record.setdefault("notes", []).append(f"CPU threads: {why}")
-            if self.run.is_main and why.startswith(("resuming", "using")):  # not the plain default: say so
+            # Said on the console too when it is not the plain choice: a resume's count, or fewer threads for load.
+            if self.run.is_main and why.startswith(("resuming", "using")):
                 print(f"threads: {why}", flush=True)
         record.setdefault("versions", {})["torch"] = torch.__version__
         hardware = record.setdefault("hardware", {})
@@ -218,7 +219,7 @@ class _Fit:
             "images_trained": self.images_trained,
             **self.source.extra(),
         }
-        cost.record(self.run, self.model, self._logits, self.runtime, self.source)  # run.json's cost (issue 17)
+        cost.record(self.run, self.model, self._image_logits, self.runtime, self.source)  # run.json's cost (issue 17)
         return RunResult(final=dict(self.history[-1]), train_seconds=self.train_seconds, extra=extra)
 
     def _train_epoch(self, epoch: int) -> tuple[float, float, float, int]:
@@ -293,6 +294,14 @@ class _Fit:
     def _logits(self, x: torch.Tensor) -> torch.Tensor:
         with self.runtime.autocast():
             return self.eval_net(x).float()
+
+    def _image_logits(self, x: torch.Tensor) -> torch.Tensor:
+        """The whole model's eval forward on images (run.json's cost): the compiled module when
+        it is the whole model; never the head a feature cache trains, nor the DDP wrapper
+        (rank 0 measures alone, and DDP's forward may wait for the other ranks)."""
+        whole = self.source.trained is self.model and self.group.world_size == 1
+        with self.runtime.autocast():
+            return (self.net if whole else self.model)(x).float()
 
     # --- checkpoints --------------------------------------------------------------------------
 
