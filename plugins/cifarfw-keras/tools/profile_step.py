@@ -11,7 +11,12 @@ Builds a model plugin's model and compiles it exactly as the keras trainer does 
   pipeline     the input pipeline alone (batches pulled and dropped)
   fit          model.fit over the pipeline with the trainer's EventBridge-like progress callback
 
-and, with ``--trace DIR``, captures TensorFlow's profiler over ``step_data`` and prints the
+``--vs-study N`` instead alternates, in this one process, an epoch of N batches of this trainer's
+``model.fit`` (the recipe as the trainer compiles it) with an epoch of N batches of the study's
+own ``fit`` (float32, Keras defaults, float64 arrays as its script passes them, batch 32), each
+timed from on_epoch_begin to on_epoch_end: the ratio of rounds that ran under the same load.
+
+With ``--trace DIR``, it captures TensorFlow's profiler over ``step_data`` and prints the
 ops' share of the traced CPU time (grouped: convolutions, their gradients, pooling,
 optimizer, metrics, input pipeline, ...).
 
@@ -120,6 +125,66 @@ def summarise_trace(logdir: str, steps: int) -> dict[str, Any]:
     }
 
 
+def vs_study(args: Any, model: Any, train: Any, x_np: np.ndarray, y_np: np.ndarray, keras: Any, precision: str) -> None:
+    """Alternate epochs of N batches: this trainer's fit against the study's fit, same process."""
+    import statistics
+
+    from cifarfw_keras_cnn.model import build
+
+    n = args.vs_study
+    x_study = x_np[: n * 32] / 255.0  # float64, as the study's script hands it to fit
+    y_study = y_np[: n * 32]
+    keras.utils.set_random_seed(0)
+    from cifarfw_keras.trainer import dtype_policy
+
+    with dtype_policy("float32"):  # the study's script never sets a policy
+        study = build(10)
+    study.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"])
+
+    spans: dict[str, list[float]] = {"cifarfw": [], "study": []}
+    cpu: dict[str, list[float]] = {"cifarfw": [], "study": []}
+
+    class Timer(keras.callbacks.Callback):
+        def __init__(self, name: str) -> None:
+            super().__init__()
+            self.name = name
+
+        def on_epoch_begin(self, epoch: int, logs: Any = None) -> None:
+            self.start, self.cpu = time.perf_counter(), time.process_time()
+
+        def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
+            spans[self.name].append((time.perf_counter() - self.start) / n * 1000)
+            cpu[self.name].append((time.process_time() - self.cpu) / n * 1000)
+
+    class Progress(keras.callbacks.Callback):  # what the trainer's bridge does every call
+        def on_train_batch_end(self, batch: int, logs: Any = None) -> None:
+            float((logs or {}).get("loss", 0.0))
+
+    ours = train.take(n)
+    for r in range(args.rounds + 1):  # round 0 traces both: dropped
+        model.fit(ours, epochs=1, verbose=0, shuffle=False, callbacks=[Progress(), Timer("cifarfw")])
+        study.fit(x_study, y_study, batch_size=32, epochs=1, verbose=0, callbacks=[Timer("study")])
+        if r == 0:
+            for d in (spans, cpu):
+                d["cifarfw"].clear()
+                d["study"].clear()
+    ratios = [s / c for s, c in zip(spans["study"], spans["cifarfw"], strict=True)]
+    result = {
+        "batches_per_epoch": n,
+        "precision": precision,
+        "load_avg": os.getloadavg(),
+        "ms_per_batch": {k: [round(v, 2) for v in vs] for k, vs in spans.items()},
+        "cpu_ms_per_batch": {k: [round(v, 2) for v in vs] for k, vs in cpu.items()},
+        "ratio_per_round": [round(r, 3) for r in ratios],
+        "ratio_median": round(statistics.median(ratios), 3),
+        "cpu_ratio_median": round(
+            statistics.median(s / c for s, c in zip(cpu["study"], cpu["cifarfw"], strict=True)), 3
+        ),
+    }
+    json.dump(result, sys.stdout, indent=1)
+    print()
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", default="keras-cnn")
@@ -132,6 +197,8 @@ def main() -> None:
     p.add_argument("--trace", default="", help="profiler log folder: trace step_data and summarise the ops")
     p.add_argument("--intra", type=int, default=-1, help="TensorFlow intra-op threads (default: the trainer's)")
     p.add_argument("--inter", type=int, default=-1, help="TensorFlow inter-op threads (default: the trainer's)")
+    p.add_argument("--vs-study", type=int, default=0, metavar="N", help="alternate N-batch epochs with the study's fit")
+    p.add_argument("--rounds", type=int, default=5, help="rounds of --vs-study")
     p.add_argument("--only", default="", help="comma list of timings to run (default all)")
     args = p.parse_args()
 
@@ -180,6 +247,9 @@ def main() -> None:
         )  # fmt: skip
         xb, yb = next(iter(train))
         fixed = tf.data.Dataset.from_tensors((xb, yb)).repeat()
+        if args.vs_study:
+            vs_study(args, model, train, x_np, y_np, keras, rt.precision)
+            return
         model.make_train_function()
         spe = int(model.steps_per_execution) if hasattr(model, "steps_per_execution") else 1
         only = set(filter(None, args.only.split(",")))
