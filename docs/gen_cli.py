@@ -37,7 +37,7 @@ def commands(group: click.Group, ctx: click.Context) -> list[tuple[click.Context
 
 
 def reference() -> str:
-    os.environ["CIFARFW_PLUGINS"] = "authoring,compare,tensorboard"  # a plain install, no model plugin
+    os.environ["CIFARFW_PLUGINS"] = "authoring,compare,tensorboard,sweep,ray"  # first-party, no model plugin
     from cifarfw.cli import cli
 
     settings = {**cli.context_settings, "max_content_width": 100, "terminal_width": 100}
