@@ -3,16 +3,34 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import pickle
 import shutil
 from pathlib import Path
 
+import numpy as np
 from fakes import FAKE_PLUGIN
-from test_data import md5sum_file, write_cifar
 
 from cifarfw import runner, runs
+from cifarfw.data import cifar10
 from cifarfw.plugins import PluginHost
 from cifarfw_compare import compare
+
+
+def _cifar(data_dir: Path, per_file: int = 20) -> Path:
+    """A tiny CIFAR-10 copy in the official layout under ``data_dir``; returns its md5sum file
+    (written beside the folder, as ../shared/data keeps its own)."""
+    folder = data_dir / "cifar-10-batches-py"
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for name in (*cifar10.TRAIN_FILES, *cifar10.TEST_FILES):
+        pixels = rng.integers(0, 256, (per_file, 3072), dtype=np.uint8)
+        (folder / name).write_bytes(pickle.dumps({"labels": [i % 10 for i in range(per_file)], "data": pixels}))
+    (folder / "batches.meta").write_bytes(pickle.dumps({"label_names": list(cifar10.CLASS_NAMES)}))
+    sums = data_dir.with_suffix(".md5")
+    sums.write_text("".join(f"{hashlib.md5(f.read_bytes()).hexdigest()}  {f.name}\n" for f in sorted(folder.iterdir())))
+    return sums
 
 
 def _run(root: Path, seed: int, data_dir: Path, sums: Path, **flags: object) -> dict:
@@ -25,9 +43,8 @@ def _run(root: Path, seed: int, data_dir: Path, sums: Path, **flags: object) -> 
 
 
 def test_two_paths_of_the_same_files_are_one_group(tmp_path):
-    folder = write_cifar(tmp_path / "a" / "cifar-10-batches-py")
+    sums_a = _cifar(tmp_path / "a")
     shutil.copytree(tmp_path / "a", tmp_path / "b")
-    sums_a = md5sum_file(folder, tmp_path / "a.md5")
     sums_b = shutil.copy(sums_a, tmp_path / "b.md5")
     root = tmp_path / "runs"
     first = _run(root, 0, tmp_path / "a", sums_a)
@@ -38,8 +55,7 @@ def test_two_paths_of_the_same_files_are_one_group(tmp_path):
     limited = _run(root, 2, tmp_path / "a", sums_a, train_limit=50)
     assert limited["group"] != first["group"]
     # So are the files: a copy whose content differs in size is another group.
-    other = write_cifar(tmp_path / "c" / "cifar-10-batches-py", per_file=30)
-    different = _run(root, 3, tmp_path / "c", md5sum_file(other, tmp_path / "c.md5"))
+    different = _run(root, 3, tmp_path / "c", _cifar(tmp_path / "c", per_file=30))
     assert different["group"] != first["group"]
     table = compare.build(runs.select_runs(root))
     column = next(c for c in table.columns if c.group == first["group"])
