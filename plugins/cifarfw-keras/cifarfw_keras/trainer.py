@@ -257,7 +257,8 @@ class KerasTrainer:
             distributed.check_batch(cfg.batch_size, placement)
             cfg.backend = run.record.setdefault("config", {})["backend"] = placement.backend
         previous = run.record.get("resolved") or {}  # a resume's record, kept by the core
-        threads, honoured = runtime.set_threads(previous.get("threads") if run.resume_checkpoint else None)
+        recorded = previous.get("threads") if run.resume_checkpoint is not None else None
+        threads, honoured = runtime.set_threads(recorded if isinstance(recorded, dict) else None)
         if not honoured:
             from cifarfw.runner import warn
 
