@@ -4,7 +4,8 @@
     .venv/bin/python docs/gen_cli.py --check   # exit 1 when docs/cli.md is out of date
 
 Only the text between the BEGIN/END markers is replaced. Plugins are not loaded
-(CIFARFW_PLUGINS names only the default first-party plugins: authoring, compare, tensorboard), so the
+(CIFARFW_PLUGINS names the first-party plugins that are not models: authoring, compare, tensorboard,
+sweep, ray), so the
 reference shows the commands and flags of a plain install; commands and
 model options that plugins add are described in prose above the markers.
 """

@@ -204,6 +204,8 @@ def test_registry_entry_points_resolve_once_installed():
             "register_reporters",
             "register_commands",
             "register_model_providers",
+            "register_executors",
+            "register_datasets",
         )
         assert any(hasattr(module, hook) for hook in hooks), entry.name
         checked += 1

@@ -31,7 +31,7 @@ Repeat --plugin to run several plugins in turn. Model options (e.g. --weights,
 """
 
 
-def _host(ctx: click.Context) -> Any:
+def host_of(ctx: click.Context) -> Any:
     """The plugin host of this invocation, built once, honouring --disable-plugin."""
     root = ctx.find_root()
     root.ensure_object(dict)
@@ -57,7 +57,7 @@ class CifarfwGroup(click.Group):
             # subcommands (`plugins check`) without changing the CLI for the next invocation.
             core = {n: _copy_group(c) for n, c in self.commands.items()}
             staging = click.Group(commands=dict(core))
-            host = _host(ctx)
+            host = host_of(ctx)
             for impl in host.pm.hook.register_commands.get_hookimpls():
                 try:
                     impl.function(**{arg: staging for arg in impl.argnames})
@@ -73,7 +73,9 @@ class CifarfwGroup(click.Group):
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         if cmd_name == "run":
-            return _run_command(_host(ctx))
+            return click.Command(
+                "run", params=run_options(host_of(ctx)), callback=_run, help=RUN_HELP, short_help="Train model plugins."
+            )
         return self._plugin_commands(ctx).get(cmd_name)
 
     def resolve_command(self, ctx: click.Context, args: list[str]) -> Any:
@@ -103,9 +105,6 @@ def cli(disable_plugin: tuple[str, ...], strict_plugins: bool) -> None:
 
 
 # --- run -------------------------------------------------------------------------------
-
-_NOT_CONFIG = ("plugin", "model", "config_file", "sets", "dry_run", "nproc_per_node", "nnodes", "rdzv_endpoint")
-_NOT_CONFIG += ("resume", "force_unlock")
 
 
 def _config_options(host: Any) -> list[click.Option]:
@@ -153,7 +152,8 @@ def _model_options(host: Any, taken: set[str]) -> list[click.Option]:
     return params
 
 
-def _run_command(host: Any) -> click.Command:
+def run_options(host: Any) -> list[click.Parameter]:
+    """Every flag of `cifarfw run`, model options included (`cifarfw sweep` takes them too)."""
     host.collect()
     params: list[click.Parameter] = [
         click.Option(
@@ -191,12 +191,11 @@ def _run_command(host: Any) -> click.Command:
         ),
         click.Option(["--force-unlock"], is_flag=True, help="With --resume: take over its lock (another host's)."),
     ]
-    params += _model_options(host, {opt for p in params for opt in p.opts})
-    return click.Command("run", params=params, callback=_run, help=RUN_HELP, short_help="Train model plugins.")
+    return params + _model_options(host, {opt for p in params for opt in p.opts})
 
 
 def _run(**kwargs: Any) -> None:
-    host = _host(click.get_current_context())
+    host = host_of(click.get_current_context())
     launch = None
     if kwargs["nproc_per_node"] is not None:
         argv = sys.argv[1:] if sys.argv and sys.argv[0].endswith(("cifarfw", "__main__.py")) else []
@@ -216,16 +215,7 @@ def _run(**kwargs: Any) -> None:
         return
     if kwargs["force_unlock"]:
         raise UsageError("--force-unlock goes with --resume RUN")
-    flags = {k: v for k, v in kwargs.items() if k not in _NOT_CONFIG and v is not None and "__" not in k}
-    for assignment in kwargs["sets"]:
-        flags = config_mod.merge(flags, config_mod.parse_set(assignment))
-    model_options = {
-        k.removeprefix("model_option__"): v
-        for k, v in kwargs.items()
-        if k.startswith("model_option__") and v is not None
-    }
-    if model_options:
-        flags["model_options"] = {**flags.get("model_options", {}), **model_options}
+    flags = config_mod.flag_layer(kwargs, kwargs["sets"])
     file_layer = config_mod.load_file(kwargs["config_file"]) if kwargs["config_file"] else {}
     request = session.Request(kwargs["plugin"], kwargs["model"], file_layer, flags, kwargs["dry_run"], launch)
     session.run(host, request)
@@ -241,7 +231,7 @@ def plugins_cmd(ctx: click.Context, as_json: bool) -> None:
     """List plugins: ok, failed (with the error), blocked, or known but not installed."""
     if ctx.invoked_subcommand is not None:
         return
-    rows = _host(ctx).listing()
+    rows = host_of(ctx).listing()
     if as_json:
         click.echo(json.dumps([r.as_dict() for r in rows], indent=2))
         return
@@ -266,7 +256,7 @@ def models_cmd(ctx: click.Context, plugin: str | None, pattern: str | None, as_j
     narrow the list and `cifarfw models --plugin P --filter NAME` shows one in full."""
     import fnmatch
 
-    host = _host(ctx)
+    host = host_of(ctx)
     host.collect()
     if plugin is not None:
         host.resolve_model(plugin, next((m.name for m in host.models_of(plugin)), None))  # unknown -> one line

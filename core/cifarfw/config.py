@@ -10,7 +10,7 @@ import dataclasses
 import math
 import re
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -222,6 +222,20 @@ def check_vocabulary(config: RunConfig, trainer: TrainerSpec) -> None:
 def validate_recipe(overrides: Mapping[str, Any]) -> None:
     """Raise UsageError when a recipe sets an unknown key or a bad value."""
     validate_layer(overrides, "recipe")
+
+
+def flag_layer(values: Mapping[str, Any], sets: Iterable[str] = (), exclude: Iterable[str] = ()) -> dict[str, Any]:
+    """The flags layer of a command taking `cifarfw run`'s flags (``run``, ``sweep``): the
+    RunConfig fields given, then each ``--set``, then model options (``model_option__NAME``)."""
+    skip = {"plugin", "model", *exclude}  # run takes several plugins, and the model apart
+    flags = {k: v for k, v in values.items() if k in _FIELDS and k not in skip and v is not None}
+    for assignment in sets:
+        flags = merge(flags, parse_set(assignment))
+    prefix = "model_option__"
+    options = {k.removeprefix(prefix): v for k, v in values.items() if k.startswith(prefix) and v is not None}
+    if options:
+        flags["model_options"] = {**flags.get("model_options", {}), **options}
+    return flags
 
 
 def parse_set(assignment: str) -> dict[str, Any]:

@@ -7,6 +7,7 @@ executors (``register_executors``), so a new config key or executor needs no cha
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import click
@@ -31,9 +32,8 @@ DROPPED = ("nproc_per_node", "nnodes", "rdzv_endpoint", "resume", "force_unlock"
 def _sweep_params(ctx: click.Context) -> list[click.Parameter]:
     from cifarfw import cli as core_cli
 
-    host = core_cli._host(ctx)
-    run = core_cli._run_command(host)
-    params: list[click.Parameter] = [p for p in run.params if p.name not in DROPPED]
+    host = core_cli.host_of(ctx)
+    params: list[click.Parameter] = [p for p in core_cli.run_options(host) if p.name not in DROPPED]
     params += [
         click.Option(["--grid"], multiple=True, metavar="KEY=V1,V2,...", help="Values to run for a setting, as --set parses them (repeatable; any config key, plugin, model)."),
         click.Option(["--range"], multiple=True, metavar="KEY=LOW:HIGH[:log]", help="With --search: a numeric range (ints when both bounds are ints; log scale with :log)."),
@@ -86,19 +86,12 @@ class SweepCommand(click.Command):
         from cifarfw_sweep import sweep
 
         ctx = click.get_current_context()
-        host = core_cli._host(ctx)
-        # The run flags as `cifarfw run` turns them into its flag layer.
-        config_names = {p.name for p in core_cli._config_options(host)} - set(DROPPED)
-        flags = {k: v for k, v in kwargs.items() if k in config_names and v is not None}
-        for assignment in kwargs.pop("sets", ()) or ():
-            flags = config_mod.merge(flags, config_mod.parse_set(assignment))
-        options = {
-            k.removeprefix("model_option__"): v
-            for k, v in kwargs.items()
-            if k.startswith("model_option__") and v is not None
-        }
-        if options:
-            flags["model_options"] = {**flags.get("model_options", {}), **options}
+        host = core_cli.host_of(ctx)
+        # The run flags as `cifarfw run` turns them into its flag layer; the rest are the sweep's.
+        flags = config_mod.flag_layer(kwargs, kwargs.pop("sets", ()) or (), exclude=DROPPED)
+        config_names = {f.name for f in dataclasses.fields(config_mod.RunConfig) if f.metadata.get("help")} - set(
+            DROPPED
+        )
         sweep_kw = {k: v for k, v in kwargs.items() if k not in config_names and not k.startswith("model_option__")}
         sweep_kw["config"] = sweep_kw.pop("config_file", None)
         sweep.main(host, sweep_kw, config_mod.validate_layer(flags, "flags") if flags else {})
