@@ -75,10 +75,10 @@ def test_the_keras_trainer_trains_one(tmp_path, monkeypatch):
     for var in ("CIFARFW_PLUGINS", "CIFARFW_DISABLE_PLUGINS", "CIFARFW_STRICT_PLUGINS"):
         monkeypatch.delenv(var, raising=False)
     host = PluginHost()
-    spec = plugin.spec("mobilenetv3small")
+    spec = plugin.spec("vgg16")
     put = PluginUnderTest(host, "keras-apps", plugin, [spec])
     assert check_recipes(put, spec) == ["zoo"]
     record = check_trainer_run(
-        put, spec, runs_root=tmp_path, train_size=16, test_size=8, batch_size=8, expected_total_params=1_540_218
+        put, spec, runs_root=tmp_path, train_size=20, test_size=10, batch_size=10, expected_total_params=SAMPLE["vgg16"]
     )
-    assert record["model"] == "keras/mobilenetv3small" and record["recipe"] == "zoo"
+    assert record["model"] == "keras/vgg16" and record["recipe"] == "zoo"

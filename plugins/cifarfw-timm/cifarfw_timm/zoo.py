@@ -49,17 +49,31 @@ _ARG_KEY = re.compile(r"[A-Za-z_]\w*")
 
 @functools.cache
 def list_names() -> tuple[str, ...]:
-    """Every architecture of the installed timm (``timm.list_models()``: no pretrained tags)."""
+    """Every architecture of the installed timm (``timm.list_models()``: no pretrained tags)
+    but the feature encoders the table marks unsupported (they output no class scores)."""
     import timm
 
-    return tuple(timm.list_models())
+    skip = unsupported()
+    return tuple(name for name in timm.list_models() if name not in skip)
+
+
+@functools.cache
+def _raw_table() -> dict[str, Any]:
+    return json.loads(resources.files("cifarfw_timm").joinpath(TABLE).read_text(encoding="utf-8"))
 
 
 @functools.cache
 def table() -> dict[str, tuple[int, dict[str, Any]]]:
     """``inputs.json``: model name -> (input side, extra create_model arguments)."""
-    raw = json.loads(resources.files("cifarfw_timm").joinpath(TABLE).read_text(encoding="utf-8"))
-    return {name: (int(entry[0]), dict(entry[1]) if len(entry) > 1 else {}) for name, entry in raw["models"].items()}
+    return {
+        name: (int(entry[0]), dict(entry[1]) if len(entry) > 1 else {})
+        for name, entry in _raw_table()["models"].items()
+    }
+
+
+def unsupported() -> dict[str, str]:
+    """``inputs.json``'s models that cannot be trained as classifiers, with the reason."""
+    return dict(_raw_table().get("unsupported", {}))
 
 
 @functools.cache
@@ -68,12 +82,15 @@ def input_of(name: str) -> tuple[int, dict[str, Any]]:
     known = table().get(name)
     if known is not None:
         return known
-    from cifarfw_timm.probe import probe
+    why = unsupported().get(name)
+    if why is None:
+        from cifarfw_timm.probe import probe
 
-    found = probe(name)
-    if found is None:
-        raise UsageError(f"timm model {name!r} builds at no input side up to its own; it cannot be trained here")
-    return found
+        found = probe(name)
+        if not isinstance(found, str):
+            return found
+        why = found
+    raise UsageError(f"timm model {name!r} cannot be trained as a CIFAR-10 classifier: {why}")
 
 
 def module_of(name: str) -> str:
@@ -87,6 +104,8 @@ def check_name(name: str) -> None:
     """A UsageError with close matches unless the installed timm has ``name``."""
     import timm
 
+    if name in unsupported():
+        input_of(name)  # raises, with the reason
     names = list_names()
     if name not in set(names):
         raise UsageError(

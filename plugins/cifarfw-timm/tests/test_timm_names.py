@@ -16,7 +16,8 @@ def test_every_listed_name_resolves_to_a_spec():
     import timm
 
     names = plugin.names()
-    assert list(names) == timm.list_models() and len(names) > 1000
+    skipped = zoo.unsupported()
+    assert list(names) == [n for n in timm.list_models() if n not in skipped] and len(names) > 1000
     missing = [n for n in names if n not in zoo.table()]
     # A newer timm's extra names are probed when looked up; a table far behind wants regenerating.
     assert len(missing) <= 20, f"{len(missing)} names lack an entry: run python -m cifarfw_timm.probe"
@@ -25,6 +26,14 @@ def test_every_listed_name_resolves_to_a_spec():
         assert spec.name == f"timm/{name}" and spec.framework == "torch" and spec.default_recipe == "zoo"
         assert 32 <= spec.input_size <= 1024, name
         assert [o.name for o in spec.options] == ["timm_args", "weights"]
+
+
+def test_feature_encoders_are_left_out_with_the_reason():
+    """timm's *_enc towers (vision-language encoders) ignore num_classes: no class scores to train."""
+    skipped = zoo.unsupported()
+    assert skipped and all(name.endswith("_enc") for name in skipped), skipped
+    with pytest.raises(UsageError, match="cannot be trained as a CIFAR-10 classifier: it outputs features"):
+        plugin.spec(next(iter(skipped)))
 
 
 def test_the_table_names_only_timm_models_and_32_px_is_the_rule():
