@@ -64,7 +64,6 @@ def run_one(model: str, args: argparse.Namespace, runs_root: Path) -> dict[str, 
     row.update(
         run_dir=str(new[-1]),
         status=record.get("status"),
-        input_size=(record.get("dataset") or {}).get("image_shape"),
         params=(record.get("params") or {}).get("total"),
         train_images_per_s=round(float(final.get("train_images_per_s", 0.0)), 1),
         train_seconds=round(float(final.get("train_seconds", 0.0)), 1),
@@ -72,10 +71,8 @@ def run_one(model: str, args: argparse.Namespace, runs_root: Path) -> dict[str, 
         precision=(record.get("resolved") or {}).get("precision"),
     )
     cost = record.get("cost")
-    if isinstance(cost, dict):  # issue 13's cost record, when the core writes one
-        macs = cost.get("macs_per_image", cost.get("macs"))
-        if macs is not None:
-            row["macs_per_image"] = macs
+    if isinstance(cost, dict) and cost.get("macs_per_image") is not None:  # the trainers' cost record
+        row["macs_per_image"] = cost["macs_per_image"]
     return row
 
 
