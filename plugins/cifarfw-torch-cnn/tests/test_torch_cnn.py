@@ -124,7 +124,8 @@ def test_end_to_end_run_writes_record_and_tensorboard(tmp_path):
     assert [e["epoch"] for e in record["epochs"]] == [1, 2]
     assert record["final"]["test_acc"] == record["epochs"][-1]["test_acc"]
     assert record["resolved"]["device"] == "cpu" and record["resolved"]["precision"] == "fp32"
-    assert record["checkpoint"]["epoch"] == 2 and Path(record["checkpoint"]["path"]).is_file()
+    checkpoint = run_dir / record["checkpoint"]["path"]  # stored relative to the run folder
+    assert record["checkpoint"]["epoch"] == 2 and checkpoint.is_file()
 
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
