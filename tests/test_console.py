@@ -61,7 +61,7 @@ def test_the_first_reading_counts_from_the_epoch_s_start(monkeypatch):
     assert console.bar is None and console.ticker is None
     text = out.getvalue()
     assert (
-        "model: 10 parameters (10 trainable); on cpu, bf16, 1 threads, channels-last, feature cache (drops crop)"
+        "model: 10 parameters (10 trainable); on cpu, bf16, threads 1, channels-last, feature cache (drops crop)"
         in text
     )
     assert "threads_because" not in text and "{" not in text

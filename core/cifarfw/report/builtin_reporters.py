@@ -129,7 +129,7 @@ def _tick(bar: Any, stop: threading.Event) -> None:
 
 
 # resolved (run.json) -> words: keys a person reads, never the record's own names.
-_WORDS = {"device": "on {}", "precision": "{}", "threads": "{} threads", "replicas": "{} replicas",
+_WORDS = {"device": "on {}", "precision": "{}", "threads": "threads {}", "replicas": "{} replicas",
           "steps_per_execution": "{} steps per graph call", "outputs": "model outputs {}"}  # fmt: skip
 _FLAGS = {"channels_last": "channels-last", "compile": "compiled", "jit_compile": "XLA-compiled"}
 

@@ -227,7 +227,7 @@ def _cost_cells(records: Sequence[Mapping[str, Any]]) -> tuple[dict[str, str], d
             continue
         mean, std = stats[key]["mean"], stats[key]["std"]
         where = _join_unique(
-            f"{i.get('device', '?')}, {i.get('threads', '?')} threads"
+            f"{i.get('device', '?')}, {i.get('threads', '?')} thread{'' if i.get('threads') == 1 else 's'}"
             + (
                 f", batch {i['batch_256_size']}"
                 if batch == "batch_256" and i.get("batch_256_size") not in (None, 256)
