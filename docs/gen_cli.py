@@ -4,7 +4,7 @@
     .venv/bin/python docs/gen_cli.py --check   # exit 1 when docs/cli.md is out of date
 
 Only the text between the BEGIN/END markers is replaced. Plugins are not loaded
-(CIFARFW_PLUGINS names the first-party plugins that are not models: authoring, compare, tensorboard,
+(CIFARFW_PLUGINS names the first-party plugins that are not models: cifar10, authoring, compare, tensorboard,
 sweep, ray), so the
 reference shows the commands and flags of a plain install; commands and
 model options that plugins add are described in prose above the markers.
@@ -38,7 +38,7 @@ def commands(group: click.Group, ctx: click.Context) -> list[tuple[click.Context
 
 
 def reference() -> str:
-    os.environ["CIFARFW_PLUGINS"] = "authoring,compare,tensorboard,sweep,ray"  # first-party, no model plugin
+    os.environ["CIFARFW_PLUGINS"] = "cifar10,authoring,compare,tensorboard,sweep,ray"  # first-party, no model plugin
     from cifarfw.cli import cli
 
     settings = {**cli.context_settings, "max_content_width": 100, "terminal_width": 100}

@@ -14,6 +14,7 @@ ROOT = TESTS.parent
 sys.path.insert(0, str(TESTS))  # tests import fakes.py and fixture plugins by name
 
 SHARED_DATA = ROOT.parent / "shared" / "data"
+CIFAR10_EP = ("cifar10", "cifarfw_cifar10.plugin")  # a default plugin: in every test's plugin world
 
 
 def shared_data_dir() -> Path | None:
@@ -28,9 +29,11 @@ def shared_data_dir() -> Path | None:
 @pytest.fixture
 def entry_points(monkeypatch):
     """Replace the installed `cifarfw` entry points with the ones a test names:
-    ``entry_points(("fake", "fakes:FAKE_PLUGIN"), ...)``."""
+    ``entry_points(("fake", "fakes:FAKE_PLUGIN"), ...)``. The CIFAR-10 dataset plugin, which
+    cifarfw always installs, stays unless ``cifar10=False``."""
 
-    def install(*pairs: tuple[str, str]) -> None:
+    def install(*pairs: tuple[str, str], cifar10: bool = True) -> None:
+        pairs = (*pairs, CIFAR10_EP) if cifar10 and CIFAR10_EP[0] not in dict(pairs) else pairs
         eps = md.EntryPoints(md.EntryPoint(name, value, "cifarfw") for name, value in pairs)
         monkeypatch.setattr("cifarfw.plugins.metadata.entry_points", lambda group=None: eps)
 

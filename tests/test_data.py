@@ -9,8 +9,9 @@ import socket
 import numpy as np
 import pytest
 
-from cifarfw.data import Split, balanced_indices, cifar10, synthetic
+from cifarfw.data import Split, balanced_indices, synthetic
 from cifarfw.errors import DataError
+from cifarfw_cifar10 import cifar10
 from conftest import shared_data_dir
 
 

@@ -104,7 +104,7 @@ def test_documented_hooks_exist():
 
 def core_commands(monkeypatch) -> list[tuple[str, click.Command]]:
     # The core's commands and those of the default first-party plugins; not a model's options.
-    monkeypatch.setenv("CIFARFW_PLUGINS", "authoring,compare,tensorboard")
+    monkeypatch.setenv("CIFARFW_PLUGINS", "cifar10,authoring,compare,tensorboard")
     spec = importlib.util.spec_from_file_location("gen_cli", DOCS / "gen_cli.py")
     gen_cli = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(gen_cli)

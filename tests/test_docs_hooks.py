@@ -17,6 +17,7 @@ import pluggy
 import pytest
 from fakes import FAKE_PLUGIN, NumpyTrainer, _factory
 
+import cifarfw_cifar10.plugin as cifar10_plugin
 from cifarfw import hookimpl, hookspecs, runner, session
 from cifarfw.data import Dataset, synthetic
 from cifarfw.errors import UsageError
@@ -74,6 +75,7 @@ class Listener:
 def host(clean_env):
     host = PluginHost(load_entry_points=False)
     host.add(FAKE_PLUGIN, "fake")
+    host.add(cifar10_plugin, "cifar10")  # the default dataset's plugin
     return host
 
 

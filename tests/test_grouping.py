@@ -12,9 +12,10 @@ from pathlib import Path
 import numpy as np
 from fakes import FAKE_PLUGIN
 
+import cifarfw_cifar10.plugin as cifar10_plugin
 from cifarfw import runner, runs
-from cifarfw.data import cifar10
 from cifarfw.plugins import PluginHost
+from cifarfw_cifar10 import cifar10
 from cifarfw_compare import compare
 
 
@@ -36,6 +37,7 @@ def _cifar(data_dir: Path, per_file: int = 20) -> Path:
 def _run(root: Path, seed: int, data_dir: Path, sums: Path, **flags: object) -> dict:
     host = PluginHost(load_entry_points=False)
     host.add(FAKE_PLUGIN, "fake")
+    host.add(cifar10_plugin, "cifar10")  # the default dataset's plugin
     values = {"seed": seed, "runs_root": str(root), "dataset": "cifar10", "data_dir": str(data_dir),
               "data_checksums": str(sums), "epochs": 1, "prediction_samples": 0, **flags}  # fmt: skip
     plugin, spec, config = runner.resolve(host, "fake", None, {}, values)

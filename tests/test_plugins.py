@@ -24,10 +24,9 @@ def test_builtins_listed_without_entry_points(cli):
     assert code == 0
     rows = {row["name"]: row for row in json.loads(out)}
     assert rows["builtin"]["status"] == "ok"
-    assert {"dataset:cifar10", "dataset:synthetic", "reporter:console", "reporter:record"} <= set(
-        rows["builtin"]["registered"]
-    )
-    # TensorBoard and the comparison are first-party plugins, registered through the same hooks.
+    assert {"dataset:synthetic", "reporter:console", "reporter:record"} <= set(rows["builtin"]["registered"])
+    # CIFAR-10, TensorBoard and the comparison are first-party plugins, registered through the same hooks.
+    assert rows["cifar10"]["registered"] == ["dataset:cifar10"]
     assert "reporter:tensorboard" in rows["tensorboard"]["registered"]
     assert rows["compare"]["status"] == "ok"
 
@@ -70,7 +69,11 @@ def test_env_var_selects_plugins_and_empty_means_none(entry_points, monkeypatch,
     assert host.plugins["broken"].status == "blocked"
     monkeypatch.setenv("CIFARFW_PLUGINS", "")
     host = PluginHost()
-    assert {n: p.status for n, p in host.plugins.items() if n != "builtin"} == {"broken": "blocked", "fake": "blocked"}
+    assert {n: p.status for n, p in host.plugins.items() if n != "builtin"} == {
+        "broken": "blocked",
+        "fake": "blocked",
+        "cifar10": "blocked",
+    }
 
 
 def test_disable_plugin_flag_blocks(cli, entry_points):

@@ -23,10 +23,10 @@ import numpy as np
 import pytest
 from test_data import write_cifar
 
-from cifarfw.data import cifar10
 from cifarfw.errors import RunDirError
 from cifarfw.runs import RunLock, lock_alive, read_record
 from cifarfw.testing import assert_one_line_error
+from cifarfw_cifar10 import cifar10
 
 FAKE = ("fake", "fakes:FAKE_PLUGIN")
 PLUGINS = (FAKE, ("tensorboard", "cifarfw_tensorboard.plugin"), ("compare", "cifarfw_compare.plugin"))

@@ -22,7 +22,7 @@ _data_dir_option = click.option(
 @click.option("--data-checksums", metavar="FILE", help="Also check against this md5sum-format file.")
 def data_verify(data_dir: str | None, data_checksums: str | None) -> None:
     """Check every file against the official MD5 sums (and a checksum file of your own)."""
-    from cifarfw.data import cifar10
+    from cifarfw_cifar10 import cifar10
 
     folder = cifar10.find_folder(data_dir, allow_download=False)
     accepted = cifar10.read_checksum_file(data_checksums) if data_checksums else {}
@@ -92,7 +92,7 @@ def data_info(
 @click.option("--dir", "target", metavar="DIR", help="Where to put it (default: the cache, CIFARFW_CACHE_DIR).")
 def data_download(target: str | None) -> None:
     """Download the official archive (MD5 checked) and extract it."""
-    from cifarfw.data import cifar10
+    from cifarfw_cifar10 import cifar10
 
     existing = cifar10.locate(target or cifar10.cache_dir())
     if existing is not None:

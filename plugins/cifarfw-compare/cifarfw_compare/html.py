@@ -61,7 +61,7 @@ def class_names(record: dict[str, Any], count: int) -> list[str]:
         return [str(n) for n in names]
     name = dataset.get("name")
     if name == "cifar10":
-        from cifarfw.data.cifar10 import CLASS_NAMES
+        from cifarfw_cifar10.cifar10 import CLASS_NAMES
 
         known: Sequence[str] = CLASS_NAMES
     elif name == "synthetic":
