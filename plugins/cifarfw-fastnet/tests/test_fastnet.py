@@ -191,7 +191,7 @@ def test_one_epoch_through_the_cli(tmp_path):
     assert (record["params"]["total"], record["params"]["trainable"]) == expected_counts(8, 16, 16)
     assert [e["epoch"] for e in record["epochs"]] == [1]
     assert 0 <= record["epochs"][0]["test_acc"] <= 1
-    checkpoint = Path(record["checkpoint"]["path"])
+    checkpoint = run_dir / record["checkpoint"]["path"]  # stored relative to the run folder
     state = torch.load(checkpoint, weights_only=True)
     assert bool(state["model"]["whitening_ready"])  # the stem was whitened from the first batch
 
