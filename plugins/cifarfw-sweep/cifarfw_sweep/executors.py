@@ -85,18 +85,27 @@ def existing_run(job: Job) -> runs.RunEntry | None:
     return runs.RunEntry(path.name, path, rec)
 
 
-def command_for(job: Job, wait_s: float = 0.5) -> list[str] | None:
+def command_for(job: Job, wait_s: float = 0.5, take_foreign: bool = False) -> list[str] | None:
     """``cifarfw run`` arguments for ``job``: a fresh run, a ``--resume`` of its unfinished run
-    (after the process still holding its lock is gone), or None when its run is done."""
+    (after the process still holding its lock is gone), or None when its run is done.
+
+    ``take_foreign``: a lock held on another host is taken over (``--force-unlock``) instead of
+    waited for. Ray runs a task again only after its node died, so there the other host's
+    process is gone, though it cannot be checked from here."""
     entry = existing_run(job)
     if entry is None:
         return ["run", *job.argv]
+    force = []
     while runs.lock_alive(entry.dir):  # a killed sweep's run finishing its epoch, or a lost task
+        owner = runs.RunLock(entry.dir).owner() or {}
+        if take_foreign and owner.get("host") not in (None, socket.gethostname()):
+            force = ["--force-unlock"]
+            break
         time.sleep(wait_s)
         entry = existing_run(job) or entry
     if entry.status in DONE:
         return None
-    return ["run", "--resume", str(entry.dir), "--runs-root", job.runs_root]
+    return ["run", "--resume", str(entry.dir), "--runs-root", job.runs_root, *force]
 
 
 def outcome_of(job: Job, returncode: int, node_id: str) -> Outcome:
@@ -168,8 +177,9 @@ def start(
 def run_job(
     job: Job, executor: str, node_id: str, threads: int | None = None, deathsig: int = signal.SIGKILL
 ) -> Outcome:
-    """Run ``job`` to its end in this process's care (what a Ray task does)."""
-    argv = command_for(job)
+    """Run ``job`` to its end in this process's care (what a Ray task does, retried by Ray
+    on another node when its node dies: that node's lock is taken over)."""
+    argv = command_for(job, take_foreign=True)
     if argv is None:
         return outcome_of(job, 0, node_id)
     returncode = start(job, argv, executor, node_id, threads, deathsig=deathsig).wait()

@@ -180,3 +180,28 @@ def test_plugin_modules_import_neither_optuna_nor_ray():
     code = "import sys, cifarfw_sweep.plugin, cifarfw_ray.plugin; print(sorted({'optuna', 'ray'} & set(sys.modules)))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_a_ray_retry_takes_over_the_dead_nodes_lock(tmp_path):
+    """Ray runs a task again only after its node died: the run that node left is resumed with
+    --force-unlock, not waited for forever (its lock names another host)."""
+    import json
+
+    from cifarfw_sweep.executors import Job, command_for
+
+    run_dir = tmp_path / "20260101-000000-softmax-s0-s1-abcd"
+    run_dir.mkdir()
+    record = {"schema_version": 2, "id": run_dir.name, "status": "running", "plugin": "fake", "model": "softmax",
+              "config": {}, "epochs": [], "final": None, "started_at": "2026-01-01T00:00:00.000+00:00",
+              "sweep": {"name": "s1", "index": 3, "params": {}}}  # fmt: skip
+    (run_dir / "run.json").write_text(json.dumps(record))
+    (run_dir / ".lock").write_text(json.dumps({"host": "a-dead-node", "pid": 4242, "start": 1}))
+    job = Job("s1", 3, {}, 0, ["--plugin", "fake"], str(tmp_path))
+    assert command_for(job, take_foreign=True) == [
+        "run",
+        "--resume",
+        str(run_dir),
+        "--runs-root",
+        str(tmp_path),
+        "--force-unlock",
+    ]
