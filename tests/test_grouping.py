@@ -19,12 +19,12 @@ from cifarfw_cifar10 import cifar10
 from cifarfw_compare import compare
 
 
-def _cifar(data_dir: Path, per_file: int = 20) -> Path:
+def _cifar(data_dir: Path, per_file: int = 20, seed: int = 0) -> Path:
     """A tiny CIFAR-10 copy in the official layout under ``data_dir``; returns its md5sum file
     (written beside the folder, as ../shared/data keeps its own)."""
     folder = data_dir / "cifar-10-batches-py"
     folder.mkdir(parents=True)
-    rng = np.random.default_rng(0)
+    rng = np.random.default_rng(seed)
     for name in (*cifar10.TRAIN_FILES, *cifar10.TEST_FILES):
         pixels = rng.integers(0, 256, (per_file, 3072), dtype=np.uint8)
         (folder / name).write_bytes(pickle.dumps({"labels": [i % 10 for i in range(per_file)], "data": pixels}))
@@ -64,3 +64,12 @@ def test_two_paths_of_the_same_files_are_one_group(tmp_path):
     assert column.cells["seeds"] == "2 (0, 1)"
     assert [c.cells["seeds"] for c in table.columns].count("2 (0, 1)") == 1
     assert not any("data_dir=" in c.label or "data_checksums=" in c.label for c in table.columns)
+
+
+def test_two_different_copies_of_the_same_size_are_two_groups(tmp_path):
+    """Two copies of equal size, each accepted by its own checksum file, differ in content: the
+    dataset's digest keeps their runs apart."""
+    one = _run(tmp_path / "runs", 0, tmp_path / "a", _cifar(tmp_path / "a", seed=1))
+    other = _run(tmp_path / "runs", 1, tmp_path / "b", _cifar(tmp_path / "b", seed=2))
+    assert one["dataset"]["digest"] != other["dataset"]["digest"]
+    assert one["group"] != other["group"]

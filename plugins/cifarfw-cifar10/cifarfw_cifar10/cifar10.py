@@ -160,9 +160,12 @@ def check_files(folder: Path) -> list[tuple[str, str | None]]:
     ]
 
 
-def verify(folder: Path, checksums: str | None, verify_data: bool) -> str:
-    """Check every file; return how: 'official', 'checksums:<file>' or 'unverified'."""
-    sums = check_files(folder)
+def verify(
+    folder: Path, checksums: str | None, verify_data: bool, sums: list[tuple[str, str | None]] | None = None
+) -> str:
+    """Check every file (``sums``: their md5s, when already computed); return how: 'official',
+    'checksums:<file>' or 'unverified'."""
+    sums = sums if sums is not None else check_files(folder)
     missing = [name for name, digest in sums if digest is None]
     if missing:
         raise DataError(
@@ -261,7 +264,10 @@ def find_folder(data_dir: str | None, allow_download: bool = True) -> Path:
 def load(data_dir: str | None, checksums: str | None = None, verify_data: bool = True) -> Dataset:
     """Locate, verify and read CIFAR-10."""
     folder = find_folder(data_dir)
-    how = verify(folder, checksums, verify_data)
+    sums = check_files(folder)
+    how = verify(folder, checksums, verify_data, sums)
+    # What the files are, whatever path they were read from: runs grouped by it compare like data.
+    digest = hashlib.sha1(" ".join(f"{name}:{md5}" for name, md5 in sums).encode()).hexdigest()[:16]
     names = read_batch(folder / "batches.meta").get("label_names", CLASS_NAMES)
     if not isinstance(names, list | tuple) or len(names) != 10 or not all(isinstance(n, str) for n in names):
         raise DataError(f"{folder / 'batches.meta'}: label_names is not a list of 10 class names")
@@ -270,5 +276,5 @@ def load(data_dir: str | None, checksums: str | None = None, verify_data: bool =
         _split(TRAIN_FILES, folder),
         _split(TEST_FILES, folder),
         tuple(names),
-        {"source": str(folder), "verified": how, "official": how == "official"},
+        {"source": str(folder), "verified": how, "official": how == "official", "digest": digest},
     )
