@@ -40,3 +40,23 @@ def test_throughput_on_a_small_test_set_measures_what_there_is():
     speed = cost.throughput(model, np.zeros((30, 8, 8, 3), np.float32))
     assert speed["batch_256_size"] == 30 and speed["batch_1_images"] == 30
     assert speed["batch_1_images_per_s"] > 0
+
+
+def test_depthwise_and_separable_convolutions_match_a_hand_count():
+    """MobileNet's layers: a depthwise 3x3 costs H*W*C*9 (Keras 3 names its kernel `kernel`), a
+    separable one its depthwise part plus the 1x1 pointwise H*W*C_in*C_out."""
+    from cifarfw_keras._tf import keras
+
+    model = keras.Sequential(
+        [
+            keras.Input((8, 8, 4)),
+            keras.layers.DepthwiseConv2D(3, padding="same"),  # 8*8*4*9
+            keras.layers.SeparableConv2D(6, 3, padding="same"),  # 8*8*4*9 + 8*8*4*6
+        ]
+    )
+    assert cost.count_macs(model) == 8 * 8 * 4 * 9 + 8 * 8 * 4 * 9 + 8 * 8 * 4 * 6
+
+
+def test_a_failing_measurement_is_recorded_not_raised(capsys):
+    assert cost.measured(lambda: 1 / 0) == {"error": "ZeroDivisionError: division by zero"}
+    assert "cost was not measured" in capsys.readouterr().err

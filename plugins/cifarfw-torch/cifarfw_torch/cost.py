@@ -16,6 +16,7 @@ compare`` shows both frameworks alike.
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -131,5 +132,10 @@ def record(run: Run, model: nn.Module, forward: Callable[[torch.Tensor], Any], r
     rank 0 only (the others' records are not kept)."""
     plan = source.describe().get("feature_cache") or {}
     run.record.setdefault("resolved", {})["augmentation"] = applied_augmentation(run, list(plan.get("dropped", [])))
-    if run.is_main:
+    if not run.is_main:
+        return
+    try:  # the cost is a note on a finished training, never a reason to fail it
         run.record["cost"] = measure(run, model, forward, runtime.device, runtime.memory_format)
+    except Exception as err:
+        run.record["cost"] = {"error": " ".join(f"{type(err).__name__}: {err}".split())}
+        print(f"warning: the model's cost was not measured ({run.record['cost']['error']})", file=sys.stderr)
