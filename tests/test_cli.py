@@ -66,6 +66,20 @@ def test_models_lists_recipes_and_options(fake_cli):
     assert_one_line_error(code, err, "unknown plugin 'fak'", "did you mean 'fake'")
 
 
+def test_models_lists_a_zoo_by_name_and_in_full_when_narrowed(cli, entry_points, tmp_path):
+    entry_points(FAKE, ("zoo", "plugins_fixture.zoo"))
+    code, out, _ = cli("models", "--plugin", "zoo", "--json")
+    assert code == 0 and [r["model"] for r in json.loads(out)] == ["zoo/tiny", "zoo/wide"]
+    code, out, _ = cli("models", "--plugin", "zoo", "--filter", "t*")
+    assert code == 0 and "zoo/tiny (numpy, 32x32): tiny softmax" in out and "recipes: zoo" in out
+    code, out, _ = cli(
+        "run", "--plugin", "zoo", "--model", "tiny", "--dataset", "synthetic", "--runs-root", str(tmp_path)
+    )
+    assert code == 0 and "finished" in out
+    code, _, err = cli("run", "--plugin", "zoo", "--dataset", "synthetic")
+    assert_one_line_error(code, err, "offers a zoo of models; name one with --model")
+
+
 def test_unknown_command_suggests(fake_cli):
     code, _, err = fake_cli("rnu")
     assert_one_line_error(code, err, "no command 'rnu'", "did you mean 'run'")

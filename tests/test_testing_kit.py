@@ -297,3 +297,22 @@ class TestReporterThroughTheContractClass(testing.ReporterPluginContract):
     @pytest.fixture(autouse=True)
     def _isolated(self, no_entry_points):
         pass
+
+
+def test_a_zoo_plugin_is_checked_on_a_sample_of_its_models(no_entry_points, tmp_path):
+    """A provider's first listed model stands for the zoo; ``model=`` picks another."""
+    import plugins_fixture.zoo as zoo
+    from fakes import FakeModelPlugin
+
+    class Zoo:  # the zoo and, for the trainer run, the numpy trainer
+        CIFARFW_HOOK_API = 2
+        register_model_providers = staticmethod(zoo.register_model_providers)
+        register_trainers = FakeModelPlugin.register_trainers
+
+    report = check(Zoo(), runs_root=tmp_path / "runs")
+    assert report.ok, str(report)
+    assert any(r.name.endswith("[zoo/tiny]") for r in report.results)
+    report = check(Zoo(), model="wide", runs_root=tmp_path / "runs")
+    assert report.ok and any(r.name.endswith("[zoo/wide]") for r in report.results)
+    with pytest.raises(ContractError, match="no model 'deep'"):
+        check_model_plugin(Zoo(), model="deep", name="p", adapter=NumpyAdapter())

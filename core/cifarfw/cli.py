@@ -258,8 +258,8 @@ def models_cmd(ctx: click.Context, plugin: str | None, pattern: str | None, as_j
 
     host = host_of(ctx)
     host.collect()
-    if plugin is not None:
-        host.resolve_model(plugin, next((m.name for m in host.models_of(plugin)), None))  # unknown -> one line
+    if plugin is not None and (plugin not in host.plugins or host.plugins[plugin].status != "ok"):
+        host.resolve_model(plugin, None)  # an unknown, blocked or failed plugin: its one-line error
     rows: dict[str, list[dict[str, Any]]] = {}
     for name, spec in host.models.items():
         owner = host.plugin_of_model(name)

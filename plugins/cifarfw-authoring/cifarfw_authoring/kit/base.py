@@ -13,6 +13,7 @@ from types import ModuleType
 from typing import Any
 
 from cifarfw import hookspecs
+from cifarfw.errors import CifarfwError
 from cifarfw.hookspecs import HOOK_API_VERSION
 from cifarfw.plugins import PluginHost, entry_points
 from cifarfw.specs import ModelSpec, ReporterSpec
@@ -99,6 +100,11 @@ class PluginUnderTest:
         for spec in self.models:
             if spec.name == name:
                 return spec
+        if self.host.providers_of(self.name):  # a zoo's model, looked up as `--model` would
+            try:
+                return self.host.resolve_model(self.name, name)[1]
+            except CifarfwError as err:
+                raise ContractError(f"plugin {self.name!r}: {err}") from err
         names = [m.name for m in self.models]
         raise ContractError(f"plugin {self.name!r} registers no model {name!r}{did_you_mean(name, names)}")
 
@@ -182,9 +188,10 @@ def _register(obj: object, name: str, kind: str, others: Sequence[tuple[object, 
     if info.status != "ok":
         raise ContractError(f"plugin {name!r}: registration failed: {info.error}")
     mine = [item.split(":", 1) for item in info.registered]
-    put = PluginUnderTest(
-        host, name, obj, host.models_of(name), [host.reporters[n] for k, n in mine if k == "reporter"]
-    )
+    models = host.models_of(name)
+    if kind == "model" and not models:  # a zoo: the first model each provider lists stands for it
+        models = [host.resolve_model(name, names[0])[1] for p in host.providers_of(name) if (names := p.names())]
+    put = PluginUnderTest(host, name, obj, models, [host.reporters[n] for k, n in mine if k == "reporter"])
     if not (put.models if kind == "model" else put.reporters):
         hook = "register_models" if kind == "model" else "register_reporters"
         spec = "ModelSpec" if kind == "model" else "ReporterSpec"
