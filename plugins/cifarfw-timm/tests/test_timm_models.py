@@ -77,8 +77,10 @@ def adapter():
 
     from cifarfw_torch.kit import TorchAdapter
 
+    threads = torch.get_num_threads()
     torch.set_num_threads(1)  # tiny batches: one thread beats two that contend
-    return TorchAdapter()
+    yield TorchAdapter()
+    torch.set_num_threads(threads)  # later tests (the torch trainer's thread choice) see the default
 
 
 @pytest.mark.parametrize("name", list(SAMPLE))
