@@ -125,3 +125,13 @@ def test_torch_launch_refuses_an_indivisible_batch_before_starting(cli):
     )
     assert_one_line_error(code, err, "63")
     assert code == 2
+
+
+def test_a_dry_run_with_nproc_per_node_checks_but_launches_nothing(cli, entry_points, monkeypatch, tmp_path):
+    entry_points(("torch-cnn", "cifarfw_torch_cnn.plugin"), ("torch", "cifarfw_torch.plugin"))
+    monkeypatch.setattr(subprocess, "call", lambda cmd, *a, **k: pytest.fail("a dry run must not launch"))
+    code, out, err = cli(
+        "run", "--plugin", "torch-cnn", "--nproc-per-node", "2", "--dry-run", "--runs-root", str(tmp_path)
+    )
+    assert code == 0, err
+    assert "# torch-cnn / torch-cnn, seed 0" in out and not any(tmp_path.iterdir())

@@ -74,7 +74,9 @@ def run(host: PluginHost, request: Request) -> list[Path]:
     with _as_rank_zero_of(launch.world if launch else 0):  # a launch is checked once, as rank 0 will see it
         resolved = _resolve_all(host, request)
     if launch is not None:
-        launch.hand_over(_launcher(host, resolved))
+        trainer = _launcher(host, resolved)  # checked for a dry run too, launched only for a real one
+        if not request.dry_run:
+            launch.hand_over(trainer)
     if request.dry_run:
         for plugin, item in resolved:
             if isinstance(item, CifarfwError):
