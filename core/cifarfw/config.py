@@ -238,6 +238,28 @@ def flag_layer(values: Mapping[str, Any], sets: Iterable[str] = (), exclude: Ite
     return flags
 
 
+def split_values(raw: str) -> list[str]:
+    """``"0.1,0.01"`` -> two values, stripped; commas inside brackets or quotes do not split
+    (``a=[1,2],b="x,y"`` is two items). Empty items are kept, for the caller to refuse."""
+    out, depth, quote, current = [], 0, "", ""
+    for char in raw:
+        if quote:
+            quote = "" if char == quote else quote
+        elif char in "\"'":
+            quote = char
+        elif char in "[{":
+            depth += 1
+        elif char in "]}":
+            depth -= 1
+        elif char == "," and depth == 0:
+            out.append(current)
+            current = ""
+            continue
+        current += char
+    out.append(current)
+    return [v.strip() for v in out]
+
+
 def parse_set(assignment: str) -> dict[str, Any]:
     """``"augment.flip=false"`` -> ``{"augment": {"flip": False}}``; values are TOML literals,
     else plain strings."""

@@ -59,27 +59,6 @@ def check_name(name: str) -> str:
     return name
 
 
-def split_values(raw: str) -> list[str]:
-    """``"0.1,0.01"`` -> two values; commas inside brackets or quotes do not split (lists, strings)."""
-    out, depth, quote, current = [], 0, "", ""
-    for char in raw:
-        if quote:
-            quote = "" if char == quote else quote
-        elif char in "\"'":
-            quote = char
-        elif char in "[{":
-            depth += 1
-        elif char in "]}":
-            depth -= 1
-        elif char == "," and depth == 0:
-            out.append(current)
-            current = ""
-            continue
-        current += char
-    out.append(current)
-    return [v.strip() for v in out]
-
-
 def _key(raw: str, flag: str) -> str:
     key = raw.strip().replace("-", "_")
     if not key or not re.fullmatch(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)?", key):
@@ -115,7 +94,7 @@ def parse_grid(items: Sequence[str], flag: str = "--grid") -> dict[str, list[Any
         if not sep:
             raise UsageError(f"{flag} expects KEY=V1,V2,... (e.g. {flag} lr=0.01,0.001), got {item!r}")
         key = _key(raw_key, flag)
-        texts = split_values(raw)
+        texts = config_mod.split_values(raw)
         if not raw.strip() or any(not t for t in texts):
             raise UsageError(f"{flag} {key}: empty value in {raw!r}; give V1,V2,...")
         add_grid(grid, key, [parse_value(key, t) for t in texts], flag)

@@ -25,6 +25,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from cifarfw.config import split_values
 from cifarfw.errors import UsageError, WeightsError
 from cifarfw.suggest import did_you_mean
 
@@ -117,25 +118,6 @@ def check_name(name: str) -> None:
 # --- --timm-args -------------------------------------------------------------------------------
 
 
-def _split_top_level(text: str) -> list[str]:
-    """Split at commas outside brackets and quotes: ``a=[1,2],b="x,y"`` -> two items."""
-    items, depth, quote, start = [], 0, "", 0
-    for i, ch in enumerate(text):
-        if quote:
-            quote = "" if ch == quote else quote
-        elif ch in "\"'":
-            quote = ch
-        elif ch in "[{":
-            depth += 1
-        elif ch in "]}":
-            depth -= 1
-        elif ch == "," and depth == 0:
-            items.append(text[start:i])
-            start = i + 1
-    items.append(text[start:])
-    return [item.strip() for item in items if item.strip()]
-
-
 def parse_timm_args(text: str | None) -> dict[str, Any]:
     """``"drop_path_rate=0.1,global_pool='max'"`` -> ``{"drop_path_rate": 0.1, "global_pool": "max"}``.
 
@@ -145,7 +127,7 @@ def parse_timm_args(text: str | None) -> dict[str, Any]:
     from cifarfw.config import parse_set
 
     args: dict[str, Any] = {}
-    for item in _split_top_level(text or ""):
+    for item in filter(None, split_values(text or "")):
         key = item.partition("=")[0].strip()
         if "=" not in item or not _ARG_KEY.fullmatch(key):
             raise UsageError(f"--timm-args expects KEY=VALUE,... (e.g. drop_path_rate=0.1), got {item!r}")
