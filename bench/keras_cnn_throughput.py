@@ -10,6 +10,9 @@
    pipeline set-up) and the test evaluation after each epoch are outside it on both sides.
    The study script runs unchanged: a wrapper adds the timing callback to its `fit`. The
    ratio is given over all epochs and over epochs 2+ (the first holds graph tracing).
+   `--rounds N` (default 3) alternates the two sides N times (study, cifarfw, study, ...),
+   so a change in the machine's speed over minutes lands on both; each round has its ratio,
+   and the headline ratio is the median of the rounds' (the pooled one is beside it).
 2. Time to the study's test accuracy (70.92%): cifarfw trains the given recipes (in order,
    until one gets there) on the full data and reports when an epoch first ends at or above it:
    seconds from process start (Python, TensorFlow import, data loading included), from the
@@ -17,8 +20,8 @@
 3. The precision `auto` picked (bf16 on CPUs with native bfloat16) against float32, same run.
 
 Prints one JSON object. Usage:
-  python bench/keras_cnn_throughput.py [--epochs 2] [--data ../shared/data] [--train-n 50000]
-      [--target-recipes fast,study] [--no-target]
+  python bench/keras_cnn_throughput.py [--epochs 3] [--rounds 3] [--data ../shared/data]
+      [--train-n 50000] [--target-recipes fast,study] [--no-target] [--no-precision-check]
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ import argparse
 import json
 import os
 import platform
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -188,7 +192,8 @@ def cifarfw_run(args: argparse.Namespace, runs_root: str, **settings: Any) -> di
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--epochs", type=int, default=2, help="epochs of the throughput comparison (default 2)")
+    parser.add_argument("--epochs", type=int, default=3, help="epochs of the throughput comparison (default 3)")
+    parser.add_argument("--rounds", type=int, default=3, help="alternated study/cifarfw pairs (default 3)")
     parser.add_argument(
         "--data", type=Path, default=ROOT.parent / "shared" / "data", help="folder of cifar-10-batches-py"
     )
@@ -219,37 +224,50 @@ def main() -> None:
         "data preparation before the first epoch and the test evaluation after each are outside it",
     }
     study_args = [str(args.data / "cifar-10-batches-py"), "--epochs", str(args.epochs), "--train-n", str(args.train_n)]
-    code, out, err, wall, rss = run_child([sys.executable, __file__, "--study-child", json.dumps(study_args)])
-    if code != 0:
-        raise SystemExit(f"the study's pipeline failed ({code}): {err.strip().splitlines()[-1:]}")
-    study = json.loads(out.strip().splitlines()[-2])  # the script's own line, then the epoch times
-    study_epochs = last_json(out)["epoch_s"]
-    report["study_pipeline"] = {
-        **span_summary(args.train_n, study_epochs),
-        "whole_fit_call_images_per_s": study["train_images_per_s"],  # the script's own clock: fit() whole
-        "test_acc": study["test_acc"],
-        "peak_rss_mib": rss,
-        "wall_s": wall,
-    }
     with tempfile.TemporaryDirectory(prefix="kerascnn-bench-") as runs_root:
-        ours = cifarfw_run(args, runs_root, recipe="study", epochs=args.epochs, train_limit=args.train_n)
+        rounds: list[dict[str, Any]] = []
+        for _ in range(args.rounds):  # alternated, so drifts in the machine's speed land on both sides
+            code, out, err, wall, rss = run_child([sys.executable, __file__, "--study-child", json.dumps(study_args)])
+            if code != 0:
+                raise SystemExit(f"the study's pipeline failed ({code}): {err.strip().splitlines()[-1:]}")
+            study = json.loads(out.strip().splitlines()[-2])  # the script's own line, then the epoch times
+            study_side = {
+                **span_summary(args.train_n, last_json(out)["epoch_s"]),
+                "whole_fit_call_images_per_s": study["train_images_per_s"],  # the script's own clock: fit() whole
+                "test_acc": study["test_acc"],
+                "peak_rss_mib": rss,
+                "wall_s": wall,
+            }
+            ours = cifarfw_run(args, runs_root, recipe="study", epochs=args.epochs, train_limit=args.train_n)
+            ours_side = {
+                "recipe": "study",
+                **span_summary(ours["train_images"], [e["train_s"] for e in ours["per_epoch"]]),
+                "test_acc": ours["final_test_acc"],
+                "peak_rss_mib": ours["peak_rss_mib"],
+                "wall_s": ours["wall_s"],
+                "resolved": ours["resolved"],
+            }
+            rounds.append(
+                {
+                    "study_pipeline": study_side,
+                    "cifarfw": ours_side,
+                    "throughput_ratio": ours_side["train_images_per_s"] / study_side["train_images_per_s"],
+                    "steady_throughput_ratio": ours_side["steady_images_per_s"] / study_side["steady_images_per_s"],
+                    "peak_rss_ratio": ours_side["peak_rss_mib"] / study_side["peak_rss_mib"],
+                }
+            )
+        report["rounds"] = rounds
+        for key in ("throughput_ratio", "steady_throughput_ratio", "peak_rss_ratio"):
+            report[key] = statistics.median(r[key] for r in rounds)
+            report[f"{key}_per_round"] = [round(r[key], 3) for r in rounds]
+        for side in ("study_pipeline", "cifarfw"):  # all rounds' epochs pooled
+            epoch_s = [t for r in rounds for t in r[side]["epoch_s"]]
+            report[f"{side}_pooled_images_per_s"] = args.train_n * len(epoch_s) / sum(epoch_s)
+        report["pooled_throughput_ratio"] = (
+            report["cifarfw_pooled_images_per_s"] / report["study_pipeline_pooled_images_per_s"]
+        )
+        report["cifarfw"] = rounds[-1]["cifarfw"]  # what the checks below compare with
         images = ours["train_images"] * args.epochs
-        ours_epochs = [e["train_s"] for e in ours["per_epoch"]]
-        report["cifarfw"] = {
-            "recipe": "study",
-            **span_summary(ours["train_images"], ours_epochs),
-            "test_acc": ours["final_test_acc"],
-            "peak_rss_mib": ours["peak_rss_mib"],
-            "wall_s": ours["wall_s"],
-            "resolved": ours["resolved"],
-        }
-        report["throughput_ratio"] = (
-            report["cifarfw"]["train_images_per_s"] / report["study_pipeline"]["train_images_per_s"]
-        )
-        report["steady_throughput_ratio"] = (
-            report["cifarfw"]["steady_images_per_s"] / report["study_pipeline"]["steady_images_per_s"]
-        )
-        report["peak_rss_ratio"] = report["cifarfw"]["peak_rss_mib"] / report["study_pipeline"]["peak_rss_mib"]
         if not args.no_precision_check and report["cifarfw"]["resolved"].get("precision") != "fp32":
             # What --precision auto chose, against float32: the evidence for the choice.
             fp32 = cifarfw_run(

@@ -8,11 +8,19 @@ model's mean and std.
 Every random draw is stateless, derived from (seed, epoch, step) only: an epoch's order
 and augmentation do not depend on what ran before, so a resumed run sees exactly the
 batches an uninterrupted one would have seen.
+
+Both pipelines run with fixed parallelism and prefetch buffers, tf.data's autotuner off:
+each autotuned iterator keeps a tuning thread that sleeps between rounds (the sleep doubles,
+up to 60 s), and destroying the iterator waits for that sleep to end. Keras replaces the
+training iterator at the end of every epoch, inside the epoch, and the evaluation opens one
+per epoch, so a third of the epochs stood still, both CPUs idle, for up to 5-10 s: the
+"epochs twice as slow" of issue 19 (caught with py-spy in ``IteratorResource``'s destructor).
 """
 
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -24,6 +32,23 @@ from cifarfw_keras._tf import tf
 # Cache the preprocessed test set only while it stays small (float32 of 224x224 inputs would not).
 TEST_CACHE_LIMIT_BYTES = 512 * 2**20
 _STEP_STRIDE = 1 << 24  # step numbers within an epoch stay below this in the per-batch seed
+PREFETCH_BATCHES = 2  # ready batches kept ahead of the model (the step, not the input, is the bottleneck)
+
+
+def _pipeline_threads() -> int:
+    """Parallel map calls: one per CPU this process may use (capped: the model needs them more)."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cpus = os.cpu_count() or 1
+    return max(1, min(cpus, 8))
+
+
+def untuned(dataset: Any) -> Any:
+    """``dataset`` with tf.data's autotuner off (see the module's docstring for why)."""
+    options = tf.data.Options()
+    options.autotune.enabled = False
+    return dataset.with_options(options)
 
 
 @dataclass(frozen=True)
@@ -125,9 +150,9 @@ def train_dataset(
         return to_model_input(x, input_size, mean, std), y
 
     dataset = tf.data.Dataset.from_tensors(tf.constant(0, tf.int64)).flat_map(epoch_batches)
-    dataset = dataset.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    dataset = dataset.map(load, num_parallel_calls=_pipeline_threads(), deterministic=True)
     dataset = dataset.apply(tf.data.experimental.assert_cardinality(steps))
-    return dataset.prefetch(tf.data.AUTOTUNE)
+    return untuned(dataset.prefetch(PREFETCH_BATCHES))
 
 
 def test_dataset(
@@ -142,9 +167,9 @@ def test_dataset(
     dataset = tf.data.Dataset.from_tensor_slices(images).batch(batch_size)
     dataset = dataset.map(
         lambda x: to_model_input(tf.cast(x, tf.float32) * (1.0 / 255.0), input_size, mean, std),
-        num_parallel_calls=tf.data.AUTOTUNE,
+        num_parallel_calls=_pipeline_threads(),
         deterministic=True,
     )
     if len(images) * input_size * input_size * images.shape[-1] * 4 <= TEST_CACHE_LIMIT_BYTES:
         dataset = dataset.cache()
-    return dataset.prefetch(tf.data.AUTOTUNE)
+    return untuned(dataset.prefetch(PREFETCH_BATCHES))

@@ -252,6 +252,7 @@ class KerasTrainer:
 
     def fit(self, run: Run) -> RunResult:
         cfg, spec, ds = run.config, run.model, run.dataset
+        sleeping_idle_threads = runtime.stop_thread_spinning()  # before TensorFlow's runtime starts
         placement = distributed.choose(run)  # first: MultiWorkerMirroredStrategy must precede every TF op
         if placement is not None:
             distributed.check_batch(cfg.batch_size, placement)
@@ -296,6 +297,7 @@ class KerasTrainer:
                 "steps_per_execution": min(PROGRESS_EVERY, steps),
                 "outputs": "probabilities" if probabilities else "logits",
                 "threads": threads,  # a resume reuses these (set_threads)
+                "thread_spinning": not sleeping_idle_threads,
             }
             if placement is not None:
                 run.record["resolved"].update(replicas=placement.replicas, jit_compile=False)

@@ -198,6 +198,11 @@ def test_run_record_holds_resolved_settings_and_versions(base_run):
     assert record["resolved"]["device"] == "/CPU:0"
     assert record["resolved"]["precision"] in ("fp32", "bf16")
     assert record["resolved"]["outputs"] == "logits"
+    from tensorflow.python.eager import context
+
+    # Off unless a test before this one started TensorFlow's runtime first: the record says which.
+    sleeping = context.context().config.experimental.disable_thread_spinning
+    assert record["resolved"]["thread_spinning"] is (not sleeping)
     assert record["versions"]["tensorflow"] == tf.__version__
     assert [e["epoch"] for e in record["epochs"]] == [1, 2, 3]
 
@@ -338,6 +343,27 @@ def test_epoch_order_depends_only_on_seed_and_epoch():
     assert ds.cardinality().numpy() == 4  # the last, partial batch is kept
 
 
+def test_pipelines_run_without_the_autotuner():
+    """An autotuned iterator's tuning thread made destroying it wait up to seconds, once per
+    epoch (data.py): both pipelines must keep the autotuner off, with fixed parallelism."""
+    images = np.zeros((10, 32, 32, 3), np.uint8)
+    train = data.train_dataset(
+        images,
+        np.zeros(10, np.int64),
+        num_classes=10,
+        batch_size=4,
+        seed=0,
+        epoch=tf.Variable(0, dtype=tf.int64),
+        augment=data.AugmentSettings(crop_padding=2, flip=True),
+        input_size=32,
+        mean=(0, 0, 0),
+        std=(1, 1, 1),
+    )
+    test = data.test_dataset(images, batch_size=4, input_size=32, mean=(0, 0, 0), std=(1, 1, 1))
+    assert train.options().autotune.enabled is False and test.options().autotune.enabled is False
+    assert sum(len(x) for x, _ in train) == 10 and sum(len(x) for x in test) == 10
+
+
 # --- evaluation, schedules, settings ------------------------------------------------------
 
 
@@ -404,6 +430,26 @@ def test_unsupported_settings_are_usage_errors_before_any_folder(world, tmp_path
         runner.resolve(host, "tiny", None, {}, {"runs_root": str(tmp_path), **flags})
     assert "\n" not in str(err.value)
     assert not any(tmp_path.iterdir())
+
+
+def test_idle_threads_sleep_when_switched_before_tensorflow_starts():
+    """In a fresh process the switch takes; once the runtime runs, it reports the pools' state."""
+    import subprocess
+    import sys
+
+    code = (
+        "from cifarfw_keras import runtime; first = runtime.stop_thread_spinning()\n"
+        "from cifarfw_keras._tf import tf; tf.constant(1.0) + 1.0\n"
+        "from tensorflow.python.eager import context\n"
+        "print(first, context.context().config.experimental.disable_thread_spinning, runtime.stop_thread_spinning())"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert result.stdout.split() == ["True", "True", "True"], result.stderr[-2000:]
+
+    from tensorflow.python.eager import context
+
+    tf.constant(1.0) + 1.0  # this process's runtime is running: the pools are fixed
+    assert runtime.stop_thread_spinning() is context.context().config.experimental.disable_thread_spinning
 
 
 def test_bf16_is_refused_on_a_cpu_without_it(monkeypatch):
