@@ -193,7 +193,9 @@ def cifarfw_run(args: argparse.Namespace, runs_root: str, **settings: Any) -> di
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=3, help="epochs of the throughput comparison (default 3)")
-    parser.add_argument("--rounds", type=int, default=3, help="alternated study/cifarfw pairs (default 3)")
+    parser.add_argument(
+        "--rounds", type=int, default=3, help="alternated study/cifarfw pairs (default 3; 0: time to accuracy only)"
+    )
     parser.add_argument(
         "--data", type=Path, default=ROOT.parent / "shared" / "data", help="folder of cifar-10-batches-py"
     )
@@ -257,18 +259,19 @@ def main() -> None:
                 }
             )
         report["rounds"] = rounds
-        for key in ("throughput_ratio", "steady_throughput_ratio", "peak_rss_ratio"):
+        for key in ("throughput_ratio", "steady_throughput_ratio", "peak_rss_ratio") if rounds else ():
             report[key] = statistics.median(r[key] for r in rounds)
             report[f"{key}_per_round"] = [round(r[key], 3) for r in rounds]
-        for side in ("study_pipeline", "cifarfw"):  # all rounds' epochs pooled
-            epoch_s = [t for r in rounds for t in r[side]["epoch_s"]]
-            report[f"{side}_pooled_images_per_s"] = args.train_n * len(epoch_s) / sum(epoch_s)
-        report["pooled_throughput_ratio"] = (
-            report["cifarfw_pooled_images_per_s"] / report["study_pipeline_pooled_images_per_s"]
-        )
-        report["cifarfw"] = rounds[-1]["cifarfw"]  # what the checks below compare with
-        images = ours["train_images"] * args.epochs
-        if not args.no_precision_check and report["cifarfw"]["resolved"].get("precision") != "fp32":
+        if rounds:  # all rounds' epochs pooled
+            for side in ("study_pipeline", "cifarfw"):
+                epoch_s = [t for r in rounds for t in r[side]["epoch_s"]]
+                report[f"{side}_pooled_images_per_s"] = args.train_n * len(epoch_s) / sum(epoch_s)
+            report["pooled_throughput_ratio"] = (
+                report["cifarfw_pooled_images_per_s"] / report["study_pipeline_pooled_images_per_s"]
+            )
+            report["cifarfw"] = rounds[-1]["cifarfw"]  # what the precision check compares with
+        images = args.train_n * args.epochs
+        if rounds and not args.no_precision_check and report["cifarfw"]["resolved"].get("precision") != "fp32":
             # What --precision auto chose, against float32: the evidence for the choice.
             fp32 = cifarfw_run(
                 args, runs_root, recipe="study", epochs=args.epochs, train_limit=args.train_n, precision="fp32"

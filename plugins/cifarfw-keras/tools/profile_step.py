@@ -199,9 +199,7 @@ def main() -> None:
     p.add_argument("--inter", type=int, default=-1, help="TensorFlow inter-op threads (default: the trainer's)")
     p.add_argument("--vs-study", type=int, default=0, metavar="N", help="alternate N-batch epochs with the study's fit")
     p.add_argument("--rounds", type=int, default=5, help="rounds of --vs-study")
-    p.add_argument(
-        "--no-spin", action="store_true", help="TensorFlow's thread pools sleep instead of spinning when idle"
-    )
+    p.add_argument("--spin", action="store_true", help="idle TensorFlow threads spin (the trainer lets them sleep)")
     p.add_argument("--only", default="", help="comma list of timings to run (default all)")
     args = p.parse_args()
 
@@ -223,13 +221,8 @@ def main() -> None:
     from cifarfw_keras import data, runtime, trainer
     from cifarfw_keras._tf import keras, tf
 
-    if args.no_spin:  # ConfigProto.experimental.disable_thread_spinning: no public API sets it
-        from tensorflow.core.protobuf import config_pb2
-        from tensorflow.python.eager import context
-
-        proto = config_pb2.ConfigProto()
-        proto.experimental.disable_thread_spinning = True
-        context.context()._config = proto  # read when the eager context starts, at the first op
+    if not args.spin:  # as the trainer does, before TensorFlow's runtime starts
+        runtime.stop_thread_spinning()
     if args.intra >= 0:
         tf.config.threading.set_intra_op_parallelism_threads(args.intra)
     if args.inter >= 0:
