@@ -47,22 +47,34 @@ def dump_stacks() -> None:
         faulthandler.dump_traceback(sys.stderr, all_threads=True)
 
 
-def watch(stalls: list[dict[str, float]], dump: bool) -> None:
-    last_cpu, last = time.process_time(), time.perf_counter()
-    began: float | None = None
-    while True:
-        time.sleep(SAMPLE_S)
-        cpu, now = time.process_time(), time.perf_counter()
-        idle = cpu - last_cpu < IDLE_SHARE * (now - last)
-        if idle and began is None:
-            began = last
-            if dump:
-                print(f"--- stall at {since_start(began)} s", file=sys.stderr, flush=True)
-                dump_stacks()
-        elif not idle and began is not None:
-            stalls.append({"at_s": since_start(began), "seconds": round(last - began, 2)})
-            began = None
-        last_cpu, last = cpu, now
+class Watchdog:
+    """Samples the process's CPU time; ``stalls`` are the stretches it stood still."""
+
+    def __init__(self, dump: bool) -> None:
+        self.dump = dump
+        self.stalls: list[dict[str, float]] = []
+        self.began: float | None = None  # the stall in progress
+        self.last = time.perf_counter()
+
+    def run(self) -> None:
+        last_cpu = time.process_time()
+        while True:
+            time.sleep(SAMPLE_S)
+            cpu, now = time.process_time(), time.perf_counter()
+            idle = cpu - last_cpu < IDLE_SHARE * (now - self.last)
+            if idle and self.began is None:
+                self.began = self.last
+                if self.dump:
+                    print(f"--- stall at {since_start(self.began)} s", file=sys.stderr, flush=True)
+                    dump_stacks()
+            elif not idle and self.began is not None:
+                self.close(self.last)
+            last_cpu, self.last = cpu, now
+
+    def close(self, end: float) -> None:
+        if self.began is not None:
+            self.stalls.append({"at_s": since_start(self.began), "seconds": round(end - self.began, 2)})
+            self.began = None
 
 
 def time_keras_epochs(epochs: list[dict[str, float]]) -> None:
@@ -94,9 +106,9 @@ def main() -> None:
     parser.add_argument("script", help="the Python script to run (as __main__)")
     parser.add_argument("args", nargs=argparse.REMAINDER, help="its arguments")
     args = parser.parse_args()
-    stalls: list[dict[str, float]] = []
     epochs: list[dict[str, float]] = []
-    threading.Thread(target=watch, args=(stalls, args.dump), daemon=True).start()
+    watchdog = Watchdog(args.dump)
+    threading.Thread(target=watchdog.run, daemon=True).start()
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     time_keras_epochs(epochs)
     sys.argv = [args.script, *args.args]
@@ -105,8 +117,9 @@ def main() -> None:
         runpy.run_path(args.script, run_name="__main__")
     except SystemExit as exit_:  # a CLI's sys.exit: report, then exit with its code
         code = exit_.code
-    time.sleep(2 * SAMPLE_S)  # let a stall in progress at the end be seen ending
-    print(json.dumps({"epochs": epochs, "stalls": [s for s in stalls if s["seconds"] >= 2 * SAMPLE_S]}))
+    watchdog.close(watchdog.last)  # a stall still going when the script ended
+    stalls = [s for s in watchdog.stalls if s["seconds"] >= 2 * SAMPLE_S]
+    print(json.dumps({"epochs": epochs, "stalls": stalls}))
     sys.exit(code)
 
 
