@@ -10,11 +10,11 @@ and augmentation do not depend on what ran before, so a resumed run sees exactly
 batches an uninterrupted one would have seen.
 
 Both pipelines run with fixed parallelism and prefetch buffers, tf.data's autotuner off:
-each autotuned iterator keeps a tuning thread that sleeps between rounds (the sleep doubles,
-up to 60 s), and destroying the iterator waits for that sleep to end. Keras replaces the
-training iterator at the end of every epoch, inside the epoch, and the evaluation opens one
-per epoch, so a third of the epochs stood still, both CPUs idle, for up to 5-10 s: the
-"epochs twice as slow" of issue 19 (caught with py-spy in ``IteratorResource``'s destructor).
+each autotuned iterator keeps a tuning thread that sleeps between rounds, and destroying the
+iterator waited for that sleep to end. Keras replaces the training iterator at the end of
+every epoch, inside the epoch, and the evaluation opens one per epoch, so 5 of 12 study-recipe
+epochs stood still for 8-10 s, both CPUs idle: the "epochs twice as slow" of issue 19 (found
+with tools/stall_watch.py, in ``IteratorResource``'s destructor).
 """
 
 from __future__ import annotations
