@@ -20,13 +20,13 @@ with tools/stall_watch.py, in ``IteratorResource``'s destructor).
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from cifarfw_keras import runtime
 from cifarfw_keras._tf import tf
 
 # Cache the preprocessed test set only while it stays small (float32 of 224x224 inputs would not).
@@ -37,11 +37,7 @@ PREFETCH_BATCHES = 2  # ready batches kept ahead of the model (the step, not the
 
 def _pipeline_threads() -> int:
     """Parallel map calls: one per CPU this process may use (capped: the model needs them more)."""
-    try:
-        cpus = len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        cpus = os.cpu_count() or 1
-    return max(1, min(cpus, 8))
+    return max(1, min(runtime.allowed_cpus(), 8))
 
 
 def untuned(dataset: Any) -> Any:

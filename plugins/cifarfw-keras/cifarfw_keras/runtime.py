@@ -107,8 +107,8 @@ def resolve_precision(requested: str, device: str, gpu: dict[str, Any]) -> str:
     return requested
 
 
-def _default_threads() -> int:
-    """What TensorFlow uses for a pool left at 0: the CPUs this process may run on."""
+def allowed_cpus() -> int:
+    """The CPUs this process may run on: what TensorFlow sizes a pool left at 0 to."""
     import os
 
     try:
@@ -127,8 +127,8 @@ def set_threads(wanted: dict[str, Any] | None) -> tuple[dict[str, int], bool]:
 
     threading = tf.config.threading
     current = {
-        "intra_op": threading.get_intra_op_parallelism_threads() or _default_threads(),
-        "inter_op": threading.get_inter_op_parallelism_threads() or _default_threads(),
+        "intra_op": threading.get_intra_op_parallelism_threads() or allowed_cpus(),
+        "inter_op": threading.get_inter_op_parallelism_threads() or allowed_cpus(),
     }
     if not wanted:
         wanted = current

@@ -115,8 +115,8 @@ def test_resume_reuses_the_recorded_thread_pools(monkeypatch):
 
     threading = tf.config.threading
     current = {
-        "intra_op": threading.get_intra_op_parallelism_threads() or runtime._default_threads(),
-        "inter_op": threading.get_inter_op_parallelism_threads() or runtime._default_threads(),
+        "intra_op": threading.get_intra_op_parallelism_threads() or runtime.allowed_cpus(),
+        "inter_op": threading.get_inter_op_parallelism_threads() or runtime.allowed_cpus(),
     }
     assert runtime.set_threads(None) == (current, True)
     assert runtime.set_threads(dict(current)) == (current, True)
