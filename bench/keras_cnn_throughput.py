@@ -259,11 +259,11 @@ def main() -> None:
                 }
             )
         report["rounds"] = rounds
-        for key in ("throughput_ratio", "steady_throughput_ratio", "peak_rss_ratio") if rounds else ():
-            report[key] = statistics.median(r[key] for r in rounds)
-            report[f"{key}_per_round"] = [round(r[key], 3) for r in rounds]
-        if rounds:  # all rounds' epochs pooled
-            for side in ("study_pipeline", "cifarfw"):
+        if rounds:
+            for key in ("throughput_ratio", "steady_throughput_ratio", "peak_rss_ratio"):
+                report[key] = statistics.median(r[key] for r in rounds)
+                report[f"{key}_per_round"] = [round(r[key], 3) for r in rounds]
+            for side in ("study_pipeline", "cifarfw"):  # all rounds' epochs pooled
                 epoch_s = [t for r in rounds for t in r[side]["epoch_s"]]
                 report[f"{side}_pooled_images_per_s"] = args.train_n * len(epoch_s) / sum(epoch_s)
             report["pooled_throughput_ratio"] = (
